@@ -1,0 +1,172 @@
+"""The Faust layer: app factory, topic declarations, the route agent, web views.
+
+Agents are thin loops: they turn Faust events into :class:`InputRecord` s, call
+the pure :class:`~processors.router.Router`, publish what it returns and update
+metrics once per batch. An agent batch holds up to ``take_max`` Kafka records,
+and each record may be a ``PredictionBatch`` of hundreds of predictions, so
+Faust's per-record cost is paid per batch of predictions.
+
+Delivery: outputs of a batch are sent with ``force=True`` and awaited before the
+batch is acknowledged (``take_events`` acks after the loop body), so offsets are
+committed only for records whose outputs are on the broker — at-least-once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from processors.router import InputRecord, Router, dead_letter
+from processors.schemas import SchemaRegistry
+from processors.serde import AvroSerde
+from processors.threshold_policy import ThresholdPolicy
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+
+log = logging.getLogger("loopline.worker")
+
+
+def build_serde(settings: Settings, registry: SchemaRegistry | None = None) -> AvroSerde:
+    registry = registry or SchemaRegistry.load()
+    if settings.schema_registry_url:
+        from connectors.registry import RegistryFraming
+
+        return AvroSerde(registry, RegistryFraming(settings.schema_registry_url, registry))
+    return AvroSerde(registry)
+
+
+class Worker:
+    """Everything one worker process holds: app, topics, router, metrics, readiness."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.kafka_bootstrap:
+            raise ValueError("the worker needs LOOPLINE_KAFKA_BOOTSTRAP (or run `loopline up`)")
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.serde = build_serde(settings)
+        self.metrics = WorkerMetrics()
+        self.policy = ThresholdPolicy(auto=settings.auto_confidence_threshold,
+                                      escalate=settings.escalate_confidence_threshold,
+                                      sla_ms=int(settings.review_sla_seconds * 1000))
+        self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
+                             worker=self.worker_id)
+        self.ready = False
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.kafka_bootstrap}",
+            value_serializer="raw",
+            key_serializer="raw",
+            store="memory://",
+            datadir=str(s.data_dir),
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            topic_disable_leader=True,
+            broker_session_timeout=s.session_timeout_seconds,
+            broker_heartbeat_interval=max(s.session_timeout_seconds / 3, 0.5),
+            broker_max_poll_records=5000,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_linger_ms=5,
+            producer_max_batch_size=1_048_576,
+            stream_buffer_maxsize=16384,
+            web_enabled=True,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            web_port=s.web_port,
+            web_in_thread=False,
+        )
+        names = s.topics
+        kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                  partitions=s.partitions)
+        self.t_predictions = app.topic(names.predictions, **kw)
+        self.t_out = {
+            "decisions": app.topic(names.decisions, **kw),
+            "review_analyst": app.topic(names.review_analyst, **kw),
+            "review_escalation": app.topic(names.review_escalation, **kw),
+            "dead_letter": app.topic(names.dead_letter, **kw),
+        }
+        self._register_agents(app)
+        self._register_views(app)
+
+        @app.on_rebalance_complete.connect
+        async def _ready(sender, **kwargs) -> None:  # noqa: ANN001
+            self.ready = True
+
+        return app
+
+    # ----------------------------------------------------------------- agents
+    def _register_agents(self, app: faust.App) -> None:
+        s = self.settings
+
+        @app.agent(self.t_predictions, name="loopline.route")
+        async def route(stream):
+            async for events in stream.take_events(s.take_max, within=s.take_within):
+                await self.handle_predictions(events)
+
+    async def handle_predictions(self, events) -> None:
+        started = time.perf_counter()
+        records = []
+        for e in events:
+            m = e.message
+            records.append(InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key))
+        try:
+            result = self.router.route(records)
+        except Exception as exc:  # a bug must not lose the batch: dead-letter every record of it
+            log.exception("route failed for a batch of %d records", len(records))
+            self.metrics.processing_errors.labels("route").inc()
+            outs = [dead_letter(r, exc, worker=self.worker_id) for r in records]
+            await self.publish(outs)
+            self.metrics.dead_letters.labels(self.settings.topics.predictions, "internal").inc(len(outs))
+            return
+        await self.publish(result.outputs)
+        self.metrics.record_route(self.settings.topics.predictions, len(records), result)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_batch_ts.set(time.time())
+
+    async def publish(self, outputs) -> None:
+        """Send every output and wait until the broker has them all."""
+        futures = []
+        for o in outputs:
+            fut = await self.t_out[o.role].send(key=o.key, value=o.value, partition=o.partition,
+                                                headers=o.headers or None, force=True)
+            futures.append(fut)
+        if futures:
+            await asyncio.gather(*futures)
+
+    # ------------------------------------------------------------------ views
+    def _register_views(self, app: faust.App) -> None:
+        registry = self.metrics.registry
+
+        @app.page("/metrics")
+        async def metrics_view(web, request):
+            return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @app.page("/healthz")
+        async def healthz(web, request):
+            return web.json({"status": "ok", "worker": self.worker_id})
+
+        @app.page("/readyz")
+        async def readyz(web, request):
+            ready = self.ready and not app.rebalancing
+            return web.json({"ready": ready, "worker": self.worker_id}, status=200 if ready else 503)
+
+
+def create_worker(settings: Settings | None = None) -> Worker:
+    return Worker(settings or Settings())
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker in the foreground until SIGINT/SIGTERM."""
+    from faust.worker import Worker as FaustWorker
+
+    worker = create_worker(settings)
+    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -1,0 +1,48 @@
+"""One typed, frozen ``Settings`` object, read from ``LOOPLINE_*`` variables.
+
+Built once at start (``Settings()``) and passed down; nothing reads the
+environment at import time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a Loopline process. Environment: ``LOOPLINE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port list of a Kafka cluster; unset = start the embedded broker")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry; unset = Avro single-object encoding")
+    topic_namespace: str = Field("loopline", description="prefix of every topic name")
+    partitions: int = Field(4, ge=1, description="partitions of each topic Loopline creates")
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = Field("loopline-worker", description="Faust app id = consumer group (persisted state: do not rename casually)")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535, description="worker HTTP port: /metrics /healthz /readyz /stats")
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(0, ge=0, le=65535, description="embedded broker port; 0 = pick a free one")
+    data_dir: Path = Field(Path(".loopline"), description="worker state folder (Faust tables)")
+    take_max: int = Field(256, ge=1, description="Kafka records per agent batch (each may hold many predictions)")
+    take_within: float = Field(0.05, gt=0, description="seconds to wait to fill an agent batch")
+    producer_batch_size: int = Field(500, ge=1, description="predictions per PredictionBatch record sent by PredictionProducer")
+    producer_linger_ms: int = Field(20, ge=0)
+    max_clock_skew_seconds: float = Field(300.0, ge=0, description="emitted_at further ahead than this is invalid")
+    auto_confidence_threshold: float = Field(0.9, ge=0, le=1, description="foundation policy: confidence >= this is auto-approved")
+    escalate_confidence_threshold: float = Field(0.6, ge=0, le=1, description="foundation policy: confidence < this is escalated")
+    review_sla_seconds: float = Field(3600.0, gt=0)
+    session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
+    snapshot_hmac_key: SecretStr = Field(SecretStr("loopline-dev-key-change-me"), description="key for model snapshot HMACs")
+    log_level: str = "warn"
+
+    @property
+    def topics(self) -> "TopicNames":
+        from streams.topics import TopicNames
+
+        return TopicNames(self.topic_namespace)

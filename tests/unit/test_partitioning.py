@@ -1,0 +1,20 @@
+import pytest
+
+from processors.partitioning import murmur2, partition_for
+
+
+@pytest.mark.parametrize("key,expected", [  # Java client's Utils.murmur2 test vectors
+    ("21", -973932308), ("foobar", -790332482), ("a-little-bit-long-string", -985981536),
+    ("a-little-bit-longer-string", -1486304829), ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    ("abc", 479470107),
+])
+def test_java_vectors(key, expected):
+    assert murmur2(key.encode()) == expected
+
+
+def test_partition_in_range_and_spread():
+    counts = [0] * 4
+    for i in range(4000):
+        p = partition_for(f"ev-{i}".encode(), 4)
+        counts[p] += 1
+    assert min(counts) > 800
