@@ -5,8 +5,8 @@
   nothing is sent.
 * Groups events by target partition — chosen from each ``event_id`` with Kafka's
   default murmur2 partitioner, the same one single events and corrections use —
-  and sends one ``PredictionBatch`` record per full batch (``batch_size``) or
-  per ``linger_ms``. A batch therefore lands exactly where its events would have
+  and by signature (model, version, feature names), and sends one columnar
+  ``PredictionBatch`` record per full batch (``batch_size``) or per ``linger_ms``. A batch therefore lands exactly where its events would have
   landed one by one, which keeps predictions co-partitioned with corrections.
   ``batch_size=1`` sends plain single ``PredictionEvent`` records (what any
   foreign producer sends; the worker accepts both).
@@ -31,6 +31,7 @@ from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
 from processors.errors import ValidationError
+from processors.frame import batch_from_events, signature
 from processors.partitioning import partition_for
 from processors.schemas import SchemaRegistry
 from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
@@ -135,8 +136,8 @@ class PredictionProducer:
             raise ValueError(f"topic {self.topic} does not exist on {settings.kafka_bootstrap}: "
                              f"create it first (`loopline topics create`)")
         self.partitions = len(tmeta.partitions)
-        self._buffers: dict[int, list[dict]] = {}
-        self._first_at: dict[int, float] = {}
+        self._buffers: dict[tuple, list[dict]] = {}
+        self._first_at: dict[tuple, float] = {}
         self._lock = threading.Lock()
         self.sent_events = 0
         self.delivered_events = 0
@@ -158,16 +159,17 @@ class PredictionProducer:
             self._produce(partition_for(key, self.partitions), key, self.serde.encode(PREDICTION, record), 1)
             return
         p = partition_for(key, self.partitions)
+        slot = (p, signature(record))
         full = None
         with self._lock:
-            buf = self._buffers.get(p)
+            buf = self._buffers.get(slot)
             if buf is None:
-                buf = self._buffers[p] = []
-                self._first_at[p] = time.monotonic()
+                buf = self._buffers[slot] = []
+                self._first_at[slot] = time.monotonic()
             buf.append(record)
             if len(buf) >= self.batch_size:
-                full = self._buffers.pop(p)
-                self._first_at.pop(p, None)
+                full = self._buffers.pop(slot)
+                self._first_at.pop(slot, None)
         if full:
             self._send_batch(p, full)
         self._producer.poll(0)
@@ -182,7 +184,7 @@ class PredictionProducer:
             pending = list(self._buffers.items())
             self._buffers.clear()
             self._first_at.clear()
-        for p, events in pending:
+        for (p, _), events in pending:
             self._send_batch(p, events)
         remaining = self._producer.flush(timeout)
         return remaining
@@ -206,7 +208,7 @@ class PredictionProducer:
     # ------------------------------------------------------------- internals
     def _send_batch(self, partition: int, events: list[dict]) -> None:
         batch_id = uuid.uuid4().hex
-        value = self.serde.encode(PREDICTION_BATCH, {"batch_id": batch_id, "events": events})
+        value = self.serde.encode(PREDICTION_BATCH, batch_from_events(events, batch_id))
         self._produce(partition, batch_id.encode(), value, len(events))
 
     def _produce(self, partition: int, key: bytes, value: bytes, n: int) -> None:
@@ -235,10 +237,10 @@ class PredictionProducer:
             now = time.monotonic()
             due = []
             with self._lock:
-                for p, first in list(self._first_at.items()):
+                for slot, first in list(self._first_at.items()):
                     if now - first >= self.linger_s:
-                        due.append((p, self._buffers.pop(p)))
-                        del self._first_at[p]
+                        due.append((slot[0], self._buffers.pop(slot)))
+                        del self._first_at[slot]
             for p, events in due:
                 self._send_batch(p, events)
             self._producer.poll(0)

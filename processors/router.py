@@ -3,16 +3,20 @@
 :class:`Router.route` takes one agent batch of Kafka records from the
 predictions topic and returns everything to publish:
 
-* one ``DecisionBatch`` per source partition (decisions in input order, written
-  to the same partition number, so decisions stay co-partitioned with their
-  predictions and corrections);
-* one ``ReviewTask`` record per review/escalate decision (tasks are single
-  records: people and reviewer tools read them one case at a time);
+* ``DecisionBatch`` records (columnar, at most ``max_decisions_per_record``
+  decisions each, in input order), written to the partition of their
+  predictions, so decisions stay co-partitioned with predictions and corrections;
+* one ``ReviewTask`` record per review/escalate decision and per audit sample
+  (tasks are single records: people and reviewer tools read them one case at a time);
 * one dead-letter record per bad input: undecodable records with their
-  original bytes, invalid predictions with their own bytes (a bad event inside
-  a ``PredictionBatch`` is re-encoded alone so the good events of the batch are
-  not duplicated), and headers naming the error class, message and source.
+  original bytes, an invalid single event with its original bytes, an invalid
+  event inside a ``PredictionBatch`` re-encoded alone (so the good events of the
+  batch are neither lost nor duplicated), with headers naming the error class,
+  message and source.
 
+Inputs become :class:`~processors.frame.PredictionFrame` s first — a columnar
+``PredictionBatch`` is one frame without any per-event decoding; single events
+are grouped into frames — and validation, policy and outputs work per frame.
 Every input prediction ends in exactly one place: a decision or a dead letter.
 """
 from __future__ import annotations
@@ -21,19 +25,16 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
-from processors.errors import DecodeError, LooplineError, UnexpectedTypeError
-from processors.serde import (
-    DECISION_BATCH,
-    PREDICTION,
-    PREDICTION_BATCH,
-    REVIEW_TASK,
-    AvroSerde,
-)
+import numpy as np
+
+from processors.errors import DecodeError, LooplineError, TruncatedPayloadError, UnexpectedTypeError
+from processors.frame import PredictionFrame, batch_from_events, frame_from_batch, signature
+from processors.frame_checks import invalid_rows
+from processors.serde import DECISION, DECISION_BATCH, PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
+from processors.threshold_policy import TIERS, FrameDecisions
 from processors.validation import check_prediction
-
-HEADER_PREFIX = "loopline."
 
 
 @dataclass(slots=True)
@@ -56,6 +57,15 @@ class OutputRecord:
 
 
 @dataclass(slots=True)
+class Routed:
+    """One frame of valid predictions with the policy's decisions (for statistics and drift)."""
+
+    frame: PredictionFrame
+    decisions: FrameDecisions
+    partition: int
+
+
+@dataclass(slots=True)
 class RouteResult:
     outputs: list[OutputRecord]
     predictions: int = 0
@@ -63,23 +73,22 @@ class RouteResult:
     dead_letters: int = 0
     by_model_tier: Counter = field(default_factory=Counter)
     dead_by_class: Counter = field(default_factory=Counter)
-    decided_events: list[dict] = field(default_factory=list)  # valid predictions, in decision order
-    decisions: list[Any] = field(default_factory=list)
-    latencies_ms: list[int] = field(default_factory=list)
+    routed: list[Routed] = field(default_factory=list)
+    latencies_ms: list[np.ndarray] = field(default_factory=list)
 
 
 class Policy(Protocol):
-    def decide_batch(self, events: list[dict], now_ms: int) -> list[Any]: ...
+    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions: ...
 
 
 class InsightsProvider(Protocol):
-    def insights(self, event: dict, decision: Any) -> dict: ...
+    def insights(self, event: dict, tier: str, reason: str) -> dict: ...
 
 
 def dead_letter(rec: InputRecord, exc: LooplineError | Exception, value: bytes | None = None,
                 batch_index: int | None = None, worker: str = "") -> OutputRecord:
     """The dead-letter record for ``rec``: original bytes, original headers plus error headers."""
-    error_class = getattr(exc, "error_class", type(exc).__name__)
+    error_class = getattr(exc, "error_class", "internal")
     message = str(exc)[:500]
     headers = list(rec.headers or ())
     headers += [
@@ -99,112 +108,157 @@ def dead_letter(rec: InputRecord, exc: LooplineError | Exception, value: bytes |
 
 
 class Router:
-    """Decode → validate → policy → outputs for one batch of Kafka records."""
+    """Decode → frames → validate → policy → outputs for one batch of Kafka records."""
 
     def __init__(self, serde: AvroSerde, policy: Policy, max_skew_ms: int,
-                 insights: InsightsProvider | None = None, worker: str = "") -> None:
+                 insights: InsightsProvider | None = None, worker: str = "",
+                 max_decisions_per_record: int = 1000) -> None:
         self.serde = serde
         self.policy = policy
         self.max_skew_ms = max_skew_ms
         self.insights = insights
         self.worker = worker
+        self.max_decisions_per_record = max_decisions_per_record
 
     def route(self, records: Sequence[InputRecord], now_ms: int | None = None) -> RouteResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        outputs: list[OutputRecord] = []
-        result = RouteResult(outputs)
-        events: list[dict] = []
-        parts: list[int] = []
-        decode, check, skew = self.serde.decode, check_prediction, self.max_skew_ms
+        result = RouteResult([])
+        singles: dict[int, list[tuple[InputRecord, dict]]] = {}
         for rec in records:
             try:
-                name, obj = decode(rec.value)
+                name, obj = self.serde.decode(rec.value)
             except DecodeError as exc:
-                outputs.append(dead_letter(rec, exc, worker=self.worker))
-                result.dead_by_class[exc.error_class] += 1
+                self._dead(result, dead_letter(rec, exc, worker=self.worker), exc.error_class)
                 continue
             if name == PREDICTION_BATCH:
-                items = obj["events"]
-                batched = True
+                try:
+                    frame = frame_from_batch(obj)
+                except ValueError as exc:
+                    err = TruncatedPayloadError(f"PredictionBatch columns inconsistent: {exc}")
+                    self._dead(result, dead_letter(rec, err, worker=self.worker), err.error_class)
+                    continue
+                result.predictions += frame.n
+                if frame.n:
+                    self._route_frame(frame, rec.partition, [rec], None, now_ms, result)
             elif name == PREDICTION:
-                items = (obj,)
-                batched = False
+                result.predictions += 1
+                singles.setdefault(rec.partition, []).append((rec, obj))
             else:
-                exc2 = UnexpectedTypeError(f"{name} does not belong on the predictions topic")
-                outputs.append(dead_letter(rec, exc2, worker=self.worker))
-                result.dead_by_class[exc2.error_class] += 1
-                continue
-            result.predictions += len(items)
-            for i, ev in enumerate(items):
-                err = check(ev, now_ms, skew)
-                if err is None:
-                    events.append(ev)
-                    parts.append(rec.partition)
-                else:
-                    value = self.serde.encode(PREDICTION, ev) if batched else None
-                    outputs.append(dead_letter(rec, err, value=value, batch_index=i if batched else None,
-                                               worker=self.worker))
-                    result.dead_by_class[err.error_class] += 1
-        result.dead_letters = len(outputs)
-        if events:
-            self._decide(events, parts, now_ms, result)
+                err = UnexpectedTypeError(f"{name} does not belong on the predictions topic")
+                self._dead(result, dead_letter(rec, err, worker=self.worker), err.error_class)
+        for partition, items in singles.items():
+            groups: dict[tuple, list[tuple[InputRecord, dict]]] = {}
+            for rec, ev in items:
+                groups.setdefault(signature(ev), []).append((rec, ev))
+            for group in groups.values():
+                frame = frame_from_batch(batch_from_events([ev for _, ev in group], batch_id=""))
+                self._route_frame(frame, partition, [], [rec for rec, _ in group], now_ms, result)
         return result
 
-    def _decide(self, events: list[dict], parts: list[int], now_ms: int, result: RouteResult) -> None:
-        decisions = self.policy.decide_batch(events, now_ms)
-        by_part: dict[int, list[dict]] = {}
-        counts = result.by_model_tier
-        tasks = []
-        lat = result.latencies_ms
-        for ev, d, p in zip(events, decisions, parts):
-            tier = d.tier
-            counts[(ev["model_name"], tier)] += 1
-            lat.append(now_ms - ev["emitted_at"])
-            rec = {
-                "event_id": ev["event_id"], "model_name": ev["model_name"], "model_version": ev["model_version"],
-                "tier": tier, "reason": d.reason, "policy_version": d.policy_version,
-                "sampling_propensity": d.sampling_propensity, "audited": d.audited,
-                "confidence": ev["confidence"], "predicted_label": ev["predicted_label"],
-                "emitted_at": ev["emitted_at"], "decided_at": now_ms,
-            }
-            lst = by_part.get(p)
-            if lst is None:
-                lst = by_part[p] = []
-            lst.append(rec)
-            if tier != "auto" or d.audited:
-                tasks.append((ev, d, p))
-        encode = self.serde.encode
-        for p, decs in by_part.items():
-            batch_id = uuid.uuid4().hex
-            result.outputs.append(OutputRecord("decisions", batch_id.encode(),
-                                               encode(DECISION_BATCH, {"batch_id": batch_id, "decisions": decs}), p))
-        for ev, d, p in tasks:
-            result.outputs.append(self._task(ev, d, p, now_ms))
-        result.decided = len(events)
-        result.decided_events = events
-        result.decisions = decisions
+    def _dead(self, result: RouteResult, out: OutputRecord, error_class: str) -> None:
+        result.outputs.append(out)
+        result.dead_letters += 1
+        result.dead_by_class[error_class] += 1
 
-    def _task(self, ev: dict, d: Any, partition: int, now_ms: int) -> OutputRecord:
-        tier = "escalate" if d.tier == "escalate" else "review"
-        insights = {"confidence": ev["confidence"], "rule": d.reason, "override_risk": None,
+    def _route_frame(self, frame: PredictionFrame, partition: int, sources: list[InputRecord],
+                     row_sources: list[InputRecord] | None, now_ms: int, result: RouteResult) -> None:
+        bad = invalid_rows(frame, now_ms, self.max_skew_ms)
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                row = frame.row(i)
+                err = check_prediction(row, now_ms, self.max_skew_ms)
+                if err is None:  # the vectorised filter and the row rules disagree: a bug, say so
+                    err = LooplineError("vectorised validation flagged a row the row rules accept")
+                if row_sources is not None:  # a single-event record: its original bytes
+                    out = dead_letter(row_sources[i], err, worker=self.worker)
+                else:
+                    out = dead_letter(sources[0], err, value=self.serde.encode(PREDICTION, row), batch_index=i,
+                                      worker=self.worker)
+                self._dead(result, out, getattr(err, "error_class", "internal"))
+            frame = frame.take(~bad)
+            if frame.n == 0:
+                return
+        decisions = self.policy.decide_frame(frame, now_ms)
+        result.decided += frame.n
+        result.routed.append(Routed(frame, decisions, partition))
+        counts = np.bincount(decisions.tiers, minlength=3)
+        for t, name in enumerate(TIERS):
+            if counts[t]:
+                result.by_model_tier[(frame.model_name, name)] += int(counts[t])
+        result.latencies_ms.append(now_ms - frame.emitted_at)
+        self._decision_records(frame, decisions, partition, now_ms, result)
+        human = decisions.needs_human()
+        if human.any():
+            for i in np.flatnonzero(human).tolist():
+                result.outputs.append(self._task(frame, decisions, i, partition, now_ms))
+
+    def _decision_records(self, frame: PredictionFrame, d: FrameDecisions, partition: int, now_ms: int,
+                          result: RouteResult) -> None:
+        step = self.max_decisions_per_record  # bounded record size
+        conf = frame.confidence
+        for a in range(0, frame.n, step):
+            b = min(a + step, frame.n)
+            batch_id = uuid.uuid4().hex
+            rec = {
+                "batch_id": batch_id, "model_name": frame.model_name, "model_version": frame.model_version,
+                "policy_version": d.policy_version, "decided_at": now_ms, "event_ids": frame.event_ids[a:b],
+                "tiers": d.tiers[a:b].astype(np.int8).tobytes(), "reasons": d.reasons,
+                "reason_codes": d.reason_codes[a:b].astype("<i4").tobytes(),
+                "sampling_propensity": d.propensity[a:b].astype("<f8").tobytes(),
+                "audited": d.audited[a:b].astype(np.uint8).tobytes(),
+                "confidence": np.ascontiguousarray(conf[a:b]).astype("<f8").tobytes(),
+                "labels": frame.labels, "label_codes": frame.label_codes[a:b].astype("<i4").tobytes(),
+                "emitted_at": frame.emitted_at[a:b].astype("<i8").tobytes(),
+            }
+            result.outputs.append(OutputRecord("decisions", batch_id.encode(), self.serde.encode(DECISION_BATCH, rec),
+                                               partition))
+
+    def _task(self, frame: PredictionFrame, d: FrameDecisions, i: int, partition: int, now_ms: int) -> OutputRecord:
+        ev = frame.row(i)
+        tier_code = int(d.tiers[i])
+        tier = "escalate" if tier_code == 2 else "review"
+        reason = d.reasons[int(d.reason_codes[i])]
+        insights = {"confidence": ev["confidence"], "rule": reason, "override_risk": None,
                     "drift_status": None, "online_prediction": None, "top_contributions": []}
         if self.insights is not None:
-            insights.update(self.insights.insights(ev, d))
+            insights.update(self.insights.insights(ev, tier, reason))
         task = {
             "task_id": f"{ev['event_id']}:{tier}", "event_id": ev["event_id"], "model_name": ev["model_name"],
-            "model_version": ev["model_version"], "tier": tier, "priority": d.priority, "reason": d.reason,
-            "policy_version": d.policy_version, "audit": bool(d.audited),
-            "sampling_propensity": d.sampling_propensity, "created_at": now_ms,
-            "due_by": d.due_by_ms or now_ms, "prediction": ev, "insights": insights,
+            "model_version": ev["model_version"], "tier": tier, "priority": int(d.priority[i]), "reason": reason,
+            "policy_version": d.policy_version, "audit": bool(d.audited[i]),
+            "sampling_propensity": float(d.propensity[i]), "created_at": now_ms,
+            "due_by": int(d.due_by_ms[i]) or now_ms, "prediction": ev, "insights": insights,
         }
         role = "review_escalation" if tier == "escalate" else "review_analyst"
         return OutputRecord(role, ev["event_id"].encode(), self.serde.encode(REVIEW_TASK, task), partition)
+
+
+def expand_decision_batch(obj: dict):
+    """Yield ``RoutingDecision``-shaped dicts from a decoded ``DecisionBatch``."""
+    tiers = np.frombuffer(obj["tiers"], dtype=np.int8).tolist()
+    reasons = obj["reasons"]
+    rc = np.frombuffer(obj["reason_codes"], dtype="<i4").tolist()
+    prop = np.frombuffer(obj["sampling_propensity"], dtype="<f8").tolist()
+    aud = np.frombuffer(obj["audited"], dtype=np.uint8).tolist()
+    conf = np.frombuffer(obj["confidence"], dtype="<f8").tolist()
+    labels = obj["labels"]
+    lc = np.frombuffer(obj["label_codes"], dtype="<i4").tolist()
+    em = np.frombuffer(obj["emitted_at"], dtype="<i8").tolist()
+    for i, event_id in enumerate(obj["event_ids"]):
+        yield {
+            "event_id": event_id, "model_name": obj["model_name"], "model_version": obj["model_version"],
+            "tier": TIERS[tiers[i]], "reason": reasons[rc[i]], "policy_version": obj["policy_version"],
+            "sampling_propensity": prop[i], "audited": bool(aud[i]), "confidence": conf[i],
+            "predicted_label": labels[lc[i]], "emitted_at": em[i], "decided_at": obj["decided_at"],
+        }
 
 
 def iter_decisions(serde: AvroSerde, value: bytes):
     """Yield the ``RoutingDecision`` dicts held by one record of the decisions topic."""
     name, obj = serde.decode(value)
     if name == DECISION_BATCH:
-        yield from obj["decisions"]
-    else:
+        yield from expand_decision_batch(obj)
+    elif name == DECISION:
         yield obj
+    else:
+        raise UnexpectedTypeError(f"{name} does not belong on the decisions topic")

@@ -1,32 +1,47 @@
 """The foundation's routing policy: two confidence thresholds, nothing else.
 
 ``confidence >= auto`` → auto; ``confidence < escalate`` → escalate; otherwise
-review. The full tiered policy (``processors.policy``) has the same
-``decide_batch`` contract and replaces it when a policy file is configured.
+review. The full tiered policy (``processors.policy``) has the same contract
+(``decide_frame``) and replaces it when a policy file is configured.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 
-@dataclass(slots=True, frozen=True)
-class Decision:
-    """What the policy says about one prediction."""
+from processors.frame import PredictionFrame
 
-    tier: str  # "auto" | "review" | "escalate"
-    reason: str
+TIERS = ("auto", "review", "escalate")
+AUTO, REVIEW, ESCALATE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class FrameDecisions:
+    """The policy's answer for every row of a frame, as columns."""
+
     policy_version: str
-    sampling_propensity: float
-    audited: bool = False
-    priority: int = 0
-    due_by_ms: int = 0
+    tiers: np.ndarray  # int8: 0 auto, 1 review, 2 escalate
+    reasons: list[str]  # dictionary
+    reason_codes: np.ndarray  # int32
+    propensity: np.ndarray  # float64: probability the event reaches a human
+    audited: np.ndarray  # bool: auto events drawn for audit
+    priority: np.ndarray  # int32, higher = more urgent
+    due_by_ms: np.ndarray  # int64
+
+    def needs_human(self) -> np.ndarray:
+        return (self.tiers != AUTO) | self.audited
 
 
 class ThresholdPolicy:
     """Confidence thresholds only.
 
-    >>> p = ThresholdPolicy(auto=0.9, escalate=0.6, sla_ms=60_000)
-    >>> [d.tier for d in p.decide_batch([{"confidence": c} for c in (0.95, 0.7, 0.1)], now_ms=0)]
+    >>> from benchmarks.events import make_events
+    >>> from processors.frame import frames_from_events
+    >>> evs = make_events(3, start_ms=0)
+    >>> for e, c in zip(evs, (0.95, 0.7, 0.1)): e["confidence"] = c
+    >>> d = ThresholdPolicy(auto=0.9, escalate=0.6).decide_frame(frames_from_events(evs)[0], now_ms=0)
+    >>> [TIERS[t] for t in d.tiers]
     ['auto', 'review', 'escalate']
     """
 
@@ -36,21 +51,13 @@ class ThresholdPolicy:
         self.escalate = escalate
         self.sla_ms = sla_ms
         self.version = version
-        self._auto = Decision("auto", f"confidence>={auto:g}", version, 0.0)
-        self._review_reason = f"confidence<{auto:g}"
-        self._escalate_reason = f"confidence<{escalate:g}"
+        self._reasons = [f"confidence>={auto:g}", f"confidence<{auto:g}", f"confidence<{escalate:g}"]
 
-    def decide_batch(self, events: list[dict], now_ms: int) -> list[Decision]:
-        out = []
-        auto, esc, due = self.auto, self.escalate, now_ms + self.sla_ms
-        for e in events:
-            c = e["confidence"]
-            if c >= auto:
-                out.append(self._auto)
-            elif c < esc:
-                out.append(Decision("escalate", self._escalate_reason, self.version, 1.0,
-                                    priority=int((1 - c) * 100) + 100, due_by_ms=due))
-            else:
-                out.append(Decision("review", self._review_reason, self.version, 1.0,
-                                    priority=int((1 - c) * 100), due_by_ms=due))
-        return out
+    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions:
+        c = frame.confidence
+        tiers = np.where(c >= self.auto, AUTO, np.where(c < self.escalate, ESCALATE, REVIEW)).astype(np.int8)
+        human = tiers != AUTO
+        priority = np.where(human, ((1.0 - c) * 100).astype(np.int32) + (tiers == ESCALATE) * 100, 0).astype(np.int32)
+        return FrameDecisions(
+            self.version, tiers, self._reasons, tiers.astype(np.int32), human.astype(np.float64),
+            np.zeros(frame.n, dtype=bool), priority, np.full(frame.n, now_ms + self.sla_ms, dtype=np.int64))

@@ -113,11 +113,26 @@ class Worker:
                 await self.handle_predictions(events)
 
     async def handle_predictions(self, events) -> None:
-        started = time.perf_counter()
-        records = []
+        """Route one take of Kafka records in chunks of at most ``chunk_bytes`` input bytes.
+
+        Chunking bounds memory: a take of 256 ``PredictionBatch`` records could hold
+        over 100,000 predictions.
+        """
+        chunk: list[InputRecord] = []
+        size = 0
+        limit = self.settings.chunk_bytes
         for e in events:
             m = e.message
-            records.append(InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key))
+            chunk.append(InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key))
+            size += len(m.value or b"")
+            if size >= limit:
+                await self.route_chunk(chunk)
+                chunk, size = [], 0
+        if chunk:
+            await self.route_chunk(chunk)
+
+    async def route_chunk(self, records: list[InputRecord]) -> None:
+        started = time.perf_counter()
         try:
             result = self.router.route(records)
         except Exception as exc:  # a bug must not lose the batch: dead-letter every record of it
@@ -133,14 +148,31 @@ class Worker:
         self.metrics.last_batch_ts.set(time.time())
 
     async def publish(self, outputs) -> None:
-        """Send every output and wait until the broker has them all."""
-        futures = []
-        for o in outputs:
-            fut = await self.t_out[o.role].send(key=o.key, value=o.value, partition=o.partition,
-                                                headers=o.headers or None, force=True)
-            futures.append(fut)
-        if futures:
-            await asyncio.gather(*futures)
+        """Send every output and wait until the broker has them all.
+
+        Retries with backoff until it succeeds: returning early would let
+        ``take_events`` acknowledge input whose outputs are not on the broker.
+        A retry may publish some outputs twice (at-least-once; consumers
+        deduplicate by event_id / task_id).
+        """
+        delay = 0.2
+        while True:
+            try:
+                futures = []
+                for o in outputs:
+                    fut = await self.t_out[o.role].send(key=o.key, value=o.value, partition=o.partition,
+                                                        headers=o.headers or None, force=True)
+                    futures.append(fut)
+                if futures:
+                    await asyncio.gather(*futures)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.publish_retries.inc()
+                log.warning("publishing %d outputs failed (%s); retrying in %.1fs", len(outputs), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------ views
     def _register_views(self, app: faust.App) -> None:

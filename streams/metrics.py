@@ -78,7 +78,7 @@ class WorkerMetrics:
         self.input_records = Counter("loopline_input_records_total",
                                      "Kafka records consumed, by topic.", ["topic"], registry=r)
         self.predictions = Counter("loopline_predictions_total",
-                                   "Predictions read (single events plus events inside batches).",
+                                   "Valid predictions routed (single events plus events inside batches), by model.",
                                    ["model"], registry=r)
         self.decisions = Counter("loopline_decisions_total", "Routing decisions published, by model and tier.",
                                  ["model", "tier"], registry=r)
@@ -98,6 +98,9 @@ class WorkerMetrics:
             (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), r)
         self.last_batch_ts = Gauge("loopline_last_batch_timestamp_seconds",
                                    "Unix time the route agent last finished a batch.", registry=r)
+        self.publish_retries = Counter("loopline_publish_retries_total",
+                                       "Times a batch's outputs had to be re-sent after a producer error.",
+                                       registry=r)
         self.processing_errors = Counter("loopline_processing_errors_total",
                                          "Batches whose processing raised unexpectedly (records went to dead letter).",
                                          ["agent"], registry=r)
@@ -124,5 +127,5 @@ class WorkerMetrics:
             if n:
                 self.review_tasks.labels(tier).inc(n)
         if result.latencies_ms:
-            self.decision_latency.observe_many(np.asarray(result.latencies_ms, dtype=float) / 1000.0)
+            self.decision_latency.observe_many(np.concatenate(result.latencies_ms).astype(float) / 1000.0)
         self.batch_size.observe(result.predictions)

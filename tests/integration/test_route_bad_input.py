@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from benchmarks.events import make_events
+from processors.frame import batch_from_events, group_by_signature
 from processors.partitioning import partition_for
 from processors.router import iter_decisions
 from processors.schemas import SchemaRegistry
@@ -24,7 +25,8 @@ N = 10_000
 SEMANTIC = {
     "confidence_out_of_range": lambda e: e.update(confidence=1.7),
     "non_finite_feature": lambda e: e["features_numeric"].update(f03=math.nan),
-    "missing_identity": lambda e: e.update(model_name=""),
+    # half with an empty model name, half with an empty event id
+    "missing_identity": lambda e: e.update(model_name="") if int(e["event_id"].rsplit("-", 1)[1]) % 2 else e.update(event_id=""),
     "future_timestamp": lambda e: e.update(emitted_at=e["emitted_at"] + 86_400_000),
 }
 RAW = ("bad_magic", "truncated_payload", "unknown_schema")
@@ -44,6 +46,7 @@ def test_every_record_ends_in_exactly_one_place(loopline_settings, worker):
         for i in idx[k * n_bad_each:(k + 1) * n_bad_each]:
             bad_plan[i] = cls
     good_ids = {e["event_id"] for i, e in enumerate(events) if i not in bad_plan}
+    assert len(good_ids) == N - len(bad_plan)
 
     producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 10, "enable.idempotence": True})
     topic = s.topics.predictions
@@ -74,11 +77,13 @@ def test_every_record_ends_in_exactly_one_place(loopline_settings, worker):
         else:
             batches.setdefault(p, []).append(e)
             if len(batches[p]) == 100:
-                producer.produce(topic, value=serde.encode(PREDICTION_BATCH, {"batch_id": f"b{i}", "events": batches.pop(p)}),
-                                 key=f"b{i}".encode(), partition=p)
+                for j, group in enumerate(group_by_signature(batches.pop(p))):
+                    producer.produce(topic, value=serde.encode(PREDICTION_BATCH, batch_from_events(group, f"b{i}.{j}")),
+                                     key=f"b{i}.{j}".encode(), partition=p)
     for p, evs in batches.items():
-        producer.produce(topic, value=serde.encode(PREDICTION_BATCH, {"batch_id": f"last{p}", "events": evs}),
-                         key=f"last{p}".encode(), partition=p)
+        for j, group in enumerate(group_by_signature(evs)):
+            producer.produce(topic, value=serde.encode(PREDICTION_BATCH, batch_from_events(group, f"last{p}.{j}")),
+                             key=f"last{p}.{j}".encode(), partition=p)
     assert producer.flush(30) == 0
 
     def count_decisions(msgs):

@@ -22,10 +22,13 @@ def test_single_object_round_trip():
     assert name == PREDICTION and got == ev
 
 
-def test_batch_round_trip():
+def test_columnar_batch_round_trip():
+    from processors.frame import batch_from_events, events_of_batch
+
     evs = make_events(5)
-    name, got = SERDE.decode(SERDE.encode(PREDICTION_BATCH, {"batch_id": "b", "events": evs}))
-    assert name == PREDICTION_BATCH and got["events"] == evs
+    evs[2]["trace_id"] = "t-2"
+    name, got = SERDE.decode(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs)))
+    assert name == PREDICTION_BATCH and events_of_batch(got) == evs
 
 
 def test_v1_writer_is_read_as_current():
