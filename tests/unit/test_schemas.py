@@ -102,6 +102,6 @@ def test_every_field_added_since_any_superseded_version_has_a_default():
 
 
 def test_old_writer_fingerprints_resolve():
-    for name in ("io.loopline.PredictionEvent", "io.loopline.PredictionBatch", "io.loopline.ReviewTask"):
+    for name in ("io.loopline.PredictionEvent", "io.loopline.ReviewTask"):
         labels = {v.label for v in REG.versions(name)}
         assert "current" in labels and "prediction_event_v1" in labels
