@@ -38,6 +38,7 @@ def cmd_broker(args) -> int:
 
     settings = _settings()
     port = args.port if args.port is not None else settings.broker_port
+    stop = _install_stop_handlers()  # before anything is announced, so an early SIGTERM still stops cleanly
     try:
         broker = EmbeddedBroker(settings.broker_host, port).start()
     except BrokerError as exc:
@@ -48,7 +49,8 @@ def cmd_broker(args) -> int:
         print(f"embedded broker on {broker.bootstrap} ({len(created)} topics created, "
               f"{settings.partitions} partitions each); log: {broker.log_path}", flush=True)
         print(f"export LOOPLINE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
-        _wait_for_signal()
+        while not stop["now"]:
+            time.sleep(0.1)
     except BrokerError as exc:
         fail(str(exc))
     finally:
@@ -57,7 +59,7 @@ def cmd_broker(args) -> int:
     return 0
 
 
-def _wait_for_signal() -> None:
+def _install_stop_handlers() -> dict:
     stop = {"now": False}
 
     def handler(signum, frame):
@@ -65,8 +67,7 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-    while not stop["now"]:
-        time.sleep(0.2)
+    return stop
 
 
 def cmd_topics(args) -> int:
@@ -189,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=None, help="predictions per Kafka record (1 = single events)")
     pr.set_defaults(func=cmd_produce)
     d = sub.add_parser("demo", help="end-to-end demo on the embedded broker with simulated traffic and reviewers")
-    d.add_argument("--events", type=int, default=60_000)
+    d.add_argument("--events", type=int, default=200_000)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--duration", type=float, default=None, help="seconds to spread the traffic over")
     d.add_argument("--out", default="out/demo", help="report folder")
     d.add_argument("--keep-running", action="store_true", help="leave broker and worker up after the report")
+    d.add_argument("--reviewer-speedup", type=float, default=60.0,
+                   help="simulated reviewers work on a clock this many times faster than the wall clock")
     d.set_defaults(func=cmd_demo)
     be = sub.add_parser("bench", help="throughput benchmark on the embedded broker")
     be.add_argument("--events", type=int, default=200_000)

@@ -1,0 +1,142 @@
+"""``loopline demo``: the whole loop on the embedded broker, with simulated traffic and reviewers.
+
+1. starts the embedded broker, creates every topic, starts a worker (child process);
+2. a seeded fraud-like stream (:mod:`connectors.simulator`) scored by a static
+   producer model, with a feature shift and a concept drift at known points, is
+   sent through :class:`~connectors.producer.PredictionProducer` at a paced rate;
+3. an observer reads decisions, review tasks and dead letters; simulated
+   reviewers (capacity, latency, label noise, one adversary) answer review tasks
+   on a clock running ``--reviewer-speedup`` times faster than the wall clock and
+   publish ``CorrectionEvent`` s to ``loopline.corrections`` as real tools do;
+4. live progress every second, then a report (Markdown + PNG plots) in ``--out``.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from connectors.broker import EmbeddedBroker, create_topics, free_port
+from connectors.demo_observer import Observer
+from connectors.processes import WorkerProcess
+from connectors.producer import PredictionProducer
+from connectors.simulator import FraudTraffic, SimulatedReviewers, default_reviewers
+from processors.errors import BrokerError
+from streams.settings import Settings
+
+SHIFT_AT, DRIFT_AT = 0.4, 0.7
+
+
+def run_demo(args) -> int:
+    from connectors.demo_report import write_report
+
+    base = Settings()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = args.events
+    duration = args.duration or max(20.0, n / 4000.0)
+    broker = None
+    if base.kafka_bootstrap:
+        bootstrap = base.kafka_bootstrap
+    else:
+        try:
+            broker = EmbeddedBroker(log_path=out / "broker.log").start()
+        except BrokerError as exc:
+            print(f"loopline demo: {exc}", file=sys.stderr)
+            return 2
+        bootstrap = broker.bootstrap
+    ns = base.topic_namespace if base.kafka_bootstrap is None else f"{base.topic_namespace}-demo-{int(time.time())}"
+    settings = base.model_copy(update={
+        "kafka_bootstrap": bootstrap, "topic_namespace": ns, "app_id": f"{ns}-worker",
+        "web_port": base.web_port if base.web_port and _port_free(base.web_port) else free_port(),
+        "data_dir": Path(tempfile.mkdtemp(prefix="loopline-demo-")),
+    })
+    worker = None
+    try:
+        create_topics(bootstrap, settings.topics.all(), settings.partitions, compacted=settings.topics.compacted())
+        print(f"[demo] broker {bootstrap}{' (embedded)' if broker else ''}; starting worker ...", flush=True)
+        worker = WorkerProcess(settings, out / "worker.log").start()
+        print(f"[demo] worker ready: {worker.base_url}/metrics", flush=True)
+        traffic = FraudTraffic(seed=args.seed, n_events=n, feature_shift_at=SHIFT_AT, concept_drift_at=DRIFT_AT,
+                               events_per_second=n / duration, start_ms=int(time.time() * 1000))
+        reviewers = SimulatedReviewers(seed=args.seed, reviewers=default_reviewers(adversarial=True))
+        observer = Observer(settings, traffic, reviewers, n, speedup=args.reviewer_speedup)
+        observer.start()
+        sender = threading.Thread(target=_send, args=(settings, traffic, duration, observer), daemon=True)
+        started = time.monotonic()
+        sender.start()
+        _progress(observer, sender, started, n, timeout=duration + 120)
+        observer.stop()
+        summary = observer.summary(time.monotonic() - started)
+        summary.update(events=n, seed=args.seed, duration=duration, shift_at=int(n * SHIFT_AT),
+                       drift_at=int(n * DRIFT_AT), worker_metrics=worker.get("/metrics").decode())
+        report = write_report(out, observer, summary)
+        print(f"[demo] report: {report}", flush=True)
+        for line in summary["table_lines"]:
+            print(line)
+        if args.keep_running:
+            print(f"[demo] still running (Ctrl-C to stop): LOOPLINE_KAFKA_BOOTSTRAP={bootstrap} "
+                  f"LOOPLINE_TOPIC_NAMESPACE={ns}; metrics {worker.base_url}/metrics", flush=True)
+            try:
+                while worker.proc.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        return 0 if summary["decided"] == summary["sent"] else 1
+    finally:
+        if worker:
+            worker.stop()
+        if broker:
+            broker.stop()
+
+
+def _port_free(port: int) -> bool:
+    from connectors.broker import port_in_use
+
+    return not port_in_use("127.0.0.1", port)
+
+
+def _send(settings: Settings, traffic: FraudTraffic, duration: float, observer: Observer) -> None:
+    """Send the traffic at an even pace over ``duration`` seconds, stamping emitted_at with the wall clock."""
+    rate = traffic.n_events / duration
+    t0 = time.monotonic()
+    sent = 0
+    with PredictionProducer(settings, validate_events=False) as producer:
+        for chunk in traffic.iter_chunks(chunk_size=2000):
+            now_ms = int(time.time() * 1000)
+            for e in chunk.events:
+                e["emitted_at"] = now_ms
+            observer.record_sent(chunk.events)
+            producer.send_many(chunk.events)
+            sent += len(chunk.events)
+            observer.sent = sent
+            ahead = sent / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    observer.sent = producer.delivered_events
+    observer.sending_done = True
+
+
+def _progress(observer: Observer, sender: threading.Thread, started: float, n: int, timeout: float) -> None:
+    last_t, last_sent = started, 0
+    while True:
+        time.sleep(1.0)
+        now = time.monotonic()
+        s = observer.snapshot()
+        rate = (s["sent"] - last_sent) / (now - last_t)
+        last_t, last_sent = now, s["sent"]
+        tiers = s["tiers"]
+        total = max(sum(tiers.values()), 1)
+        print(f"[{now - started:5.0f}s] sent {s['sent']:>8,} ({rate:>7,.0f}/s)  decided {s['decided']:>8,}  "
+              f"auto {tiers['auto'] / total:5.1%} review {tiers['review'] / total:5.1%} "
+              f"escalate {tiers['escalate'] / total:5.1%}  queue analyst {s['queue']['review']:>5,} "
+              f"escalation {s['queue']['escalate']:>4,}  answered {s['answered']:>6,}  "
+              f"dead {s['dead']:>3}  model error {s['recent_error']:5.1%}", flush=True)
+        if observer.sending_done and s["decided"] >= observer.sent:
+            return
+        if now - started > timeout:
+            print("[demo] timed out waiting for decisions", flush=True)
+            return
+

@@ -1,0 +1,27 @@
+"""`loopline demo` end to end, small: every event decided, corrections published, report written."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from connectors.processes import loopline_exe
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_small_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env["LOOPLINE_WEB_PORT"] = "0"  # any free port
+    out = tmp_path / "demo"
+    r = subprocess.run([loopline_exe(), "demo", "--events", "6000", "--duration", "6", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "sent    6,000" in r.stdout and "decided    6,000" in r.stdout
+    report = (out / "report.md").read_text()
+    assert "| analyst workload vs reviewing everything | -60% |" in report
+    for png in ("workload.png", "drift_ground_truth.png", "errors_vs_budget.png"):
+        assert (out / png).stat().st_size > 10_000
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[") and "answered" in ln]
+    assert int(lines[-1].split("answered")[1].split()[0].replace(",", "")) > 0
