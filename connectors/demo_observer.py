@@ -37,7 +37,7 @@ class Observer(threading.Thread):
         self.serde = AvroSerde(SchemaRegistry.load())
         t = settings.topics
         self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{t.namespace}-demo-observer",
-                                  "enable.auto.commit": False})
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 50})
         parts = range(settings.partitions)
         self.consumer.assign([TopicPartition(topic, p, 0) for topic in
                               (t.decisions, t.review_analyst, t.review_escalation, t.dead_letter) for p in parts])
