@@ -121,11 +121,16 @@ def _read_decisions(s: Settings, serde: AvroSerde, want: int, timeout: float, on
     return n, lo or 0, hi or 0
 
 
-def _worker_row(s: Settings, serde: AvroSerde, n: int, tmp: Path, workers: int = 1) -> dict:
-    procs = [WorkerProcess(s, tmp / f"{s.topic_namespace}-w{i}.log") for i in range(workers)]
-    if workers > 1:
-        procs = [WorkerProcess(s.model_copy(update={"web_port": free_port()}), tmp / f"{s.topic_namespace}-w{i}.log")
-                 for i in range(workers)]
+def _worker_row(s: Settings, serde: AvroSerde, n: int, tmp: Path, workers: int = 1,
+                events: list[dict] | None = None) -> dict:
+    """Throughput of ``workers`` worker processes, from their first to their last decision.
+
+    With ``events`` the topic starts empty: all workers join the group first and
+    the events are produced after (a worker joining a running group would add a
+    rebalance pause to the measurement).
+    """
+    procs = [WorkerProcess(s.model_copy(update={"web_port": free_port()}), tmp / f"{s.topic_namespace}-w{i}.log")
+             for i in range(workers)]
     samplers = []
     try:
         for p in procs:
@@ -133,6 +138,9 @@ def _worker_row(s: Settings, serde: AvroSerde, n: int, tmp: Path, workers: int =
             sampler = ProcCPU(p.pid)
             sampler.start()
             samplers.append(sampler)
+        if events is not None:
+            time.sleep(2 * s.session_timeout_seconds)  # let the group settle with every member
+            threading.Thread(target=lambda: _send_all(s, events), daemon=True).start()
         got, lo, hi = _read_decisions(s, serde, n, timeout=300)
     finally:
         for sm in samplers:
@@ -144,6 +152,11 @@ def _worker_row(s: Settings, serde: AvroSerde, n: int, tmp: Path, workers: int =
     span = (hi - lo) / 1000
     cpu = sum(sm.cpu_between(lo / 1000, hi / 1000) for sm in samplers)
     return {"rate": got / span, "cpu_us": cpu / got * 1e6, "records": got}
+
+
+def _send_all(s: Settings, events: list[dict]) -> None:
+    with PredictionProducer(s, batch_size=500, validate_events=False, linger_ms=200) as p:
+        p.send_many(events)
 
 
 def _latency(s: Settings, serde: AvroSerde, rate: float, seconds: float, tmp: Path) -> dict:
@@ -239,9 +252,13 @@ def run_bench(args) -> int:
             ("Loopline full path, single-event records", lambda: _worker_row(single, serde, n, tmp)),
         ]
         if not args.quick:
-            batched2 = _settings(b, "batched2", parts, tmp)
-            _prefill(batched2, events, batch_size=500)
-            plan.append(("Loopline full path, batched, 2 workers", lambda: _worker_row(batched2, serde, n, tmp, workers=2)))
+            live1, live2 = _settings(b, "live1", parts, tmp), _settings(b, "live2", parts, tmp)
+            for st in (live1, live2):
+                create_topics(b, st.topics.all(), parts, compacted=st.topics.compacted())
+            plan.append(("Loopline, batched, produced live, 1 worker",
+                         lambda: _worker_row(live1, serde, n, tmp, workers=1, events=events)))
+            plan.append(("Loopline, batched, produced live, 2 workers",
+                         lambda: _worker_row(live2, serde, n, tmp, workers=2, events=events)))
         for name, fn in plan:
             print(f"[bench] {name} ...", flush=True)
             rows[name] = fn() or {"error": "no result"}

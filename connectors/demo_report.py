@@ -27,7 +27,9 @@ def plot_workload(obs, path: Path, bucket: int = 5) -> None:
     rows = np.zeros((last, 5))
     for s_ in secs:
         rows[s_ // bucket] += obs.per_second[s_]
-    x = np.arange(last) * bucket
+    complete = max(1, (secs[-1] + 1) // bucket)  # a trailing partial bucket would plot as a false drop
+    rows = rows[:complete]
+    x = np.arange(complete) * bucket
     total = np.maximum(rows[:, :3].sum(axis=1), 1)
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     ax.plot(x, rows[:, 1] / total * 100, color="#fdae6b", lw=2, label="review (analyst)")
