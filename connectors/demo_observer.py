@@ -41,7 +41,7 @@ class Observer(threading.Thread):
         parts = range(settings.partitions)
         self.consumer.assign([TopicPartition(topic, p, 0) for topic in
                               (t.decisions, t.review_analyst, t.review_escalation, t.dead_letter) for p in parts])
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random",
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random", "log_level": 4,
                                   "enable.idempotence": True, "linger.ms": 20})
         self.n = n
         self.tier = np.full(n, -1, dtype=np.int8)
