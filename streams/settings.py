@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(0, ge=0, le=65535, description="embedded broker port; 0 = pick a free one")
     data_dir: Path = Field(Path(".loopline"), description="worker state folder (Faust tables)")
-    take_max: int = Field(256, ge=1, description="Kafka records per agent batch (each may hold many predictions)")
+    take_max: int = Field(2000, ge=1, description="Kafka records per agent batch (each may hold many predictions; chunk_bytes bounds memory)")
     chunk_bytes: int = Field(4_000_000, ge=1, description="input bytes routed at once (bounds worker memory)")
     take_within: float = Field(0.05, gt=0, description="seconds to wait to fill an agent batch")
     producer_batch_size: int = Field(500, ge=1, description="predictions per PredictionBatch record sent by PredictionProducer")
