@@ -1,0 +1,154 @@
+"""The correction join: review tasks ↔ corrections, deduplicated, with TTLs.
+
+Only predictions that reach a human can be corrected, and each of them has a
+``ReviewTask`` on a review topic keyed by ``event_id`` and written to the
+prediction's partition. So the join does not store every prediction: it keeps
+the *tasks* (state ``pending``, keyed by event_id) and matches them with
+corrections (co-partitioned, keyed by event_id) — the hot path never touches it.
+
+* a correction whose task is known yields a ``TrainingExample`` at once;
+* a correction that arrives first waits in ``waiting`` (bounded by its TTL)
+  and is joined when the task arrives;
+* a correction whose task never arrives within the TTL is an **orphan**
+  (dead letter, error class ``orphan``), as is one for a task already expired;
+* a correction id seen before is a duplicate and is dropped (counted);
+* several answers for one event are all kept (one example each), and every
+  example carries the ``effective_label`` defined by :func:`effective_label`.
+
+State lives in three mappings passed in (Faust tables in the worker, dicts in
+tests): ``pending`` (event_id → task + answers), ``waiting`` (event_id → list
+of corrections), ``seen`` (correction_id → expiry). Expiry is driven by
+:meth:`FeedbackJoin.expire` with an explicit clock, so tests are deterministic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import MutableMapping
+
+TIER_RANK = {"auto": 0, "review": 1, "escalate": 2}
+
+
+def effective_label(answers: list[dict]) -> str | None:
+    """Which label counts when several reviewers answered the same event.
+
+    The answer from the highest tier wins (escalation > analyst review > audit
+    of the auto tier); within a tier the latest ``reviewed_at`` wins; ``unsure``
+    and ``escalate`` answers carry no label and never count.
+
+    >>> effective_label([
+    ...     {"tier": "review", "action": "override", "corrected_label": "fraud", "reviewed_at": 5},
+    ...     {"tier": "escalate", "action": "approve", "corrected_label": "legit", "reviewed_at": 3},
+    ...     {"tier": "escalate", "action": "unsure", "corrected_label": None, "reviewed_at": 9}])
+    'legit'
+    """
+    best = None
+    for a in answers:
+        if a["action"] not in ("approve", "override") or a.get("corrected_label") is None:
+            continue
+        rank = (TIER_RANK.get(a["tier"], 0), a["reviewed_at"])
+        if best is None or rank > best[0]:
+            best = (rank, a["corrected_label"])
+    return best[1] if best else None
+
+
+@dataclass
+class JoinOutput:
+    examples: list[dict] = field(default_factory=list)
+    orphans: list[tuple[dict, str]] = field(default_factory=list)  # (correction, why)
+    duplicates: int = 0
+
+
+class FeedbackJoin:
+    """Join logic over injected state mappings (see module doc)."""
+
+    def __init__(self, pending: MutableMapping, waiting: MutableMapping, seen: MutableMapping,
+                 pending_ttl_ms: int, waiting_ttl_ms: int, max_answers: int = 20) -> None:
+        self.pending = pending
+        self.waiting = waiting
+        self.seen = seen
+        self.pending_ttl_ms = pending_ttl_ms
+        self.waiting_ttl_ms = waiting_ttl_ms
+        self.max_answers = max_answers
+
+    # ------------------------------------------------------------------ inputs
+    def on_task(self, task: dict, now_ms: int) -> JoinOutput:
+        out = JoinOutput()
+        event_id = task["event_id"]
+        entry = self.pending.get(event_id)
+        if entry is None:
+            entry = {"task": _slim_task(task), "answers": [], "expires_at": now_ms + self.pending_ttl_ms}
+        elif TIER_RANK[task["tier"]] > TIER_RANK[entry["task"]["tier"]]:
+            entry = {**entry, "task": _slim_task(task)}  # escalated later: keep the higher tier's task
+        waiting = self.waiting.pop(event_id, None) if event_id in self.waiting else None
+        if waiting:
+            for item in waiting:
+                entry = self._join(entry, item["correction"], out)
+        self.pending[event_id] = entry
+        return out
+
+    def on_correction(self, correction: dict, now_ms: int) -> JoinOutput:
+        out = JoinOutput()
+        cid = correction["correction_id"]
+        if cid in self.seen:
+            out.duplicates += 1
+            return out
+        self.seen[cid] = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
+        event_id = correction["event_id"]
+        entry = self.pending.get(event_id)
+        if entry is not None:
+            self.pending[event_id] = self._join(entry, correction, out)
+        else:
+            items = list(self.waiting.get(event_id) or [])
+            items.append({"correction": correction, "expires_at": now_ms + self.waiting_ttl_ms})
+            self.waiting[event_id] = items
+        return out
+
+    def expire(self, now_ms: int) -> JoinOutput:
+        """Drop expired state; waiting corrections that expire become orphans."""
+        out = JoinOutput()
+        for event_id in [k for k, v in list(self.pending.items()) if v["expires_at"] <= now_ms]:
+            del self.pending[event_id]
+        for event_id, items in list(self.waiting.items()):
+            keep = []
+            for item in items:
+                if item["expires_at"] <= now_ms:
+                    out.orphans.append((item["correction"], "no review task for this event_id arrived within "
+                                                            f"{self.waiting_ttl_ms / 1000:.0f}s"))
+                else:
+                    keep.append(item)
+            if keep:
+                if len(keep) != len(items):
+                    self.waiting[event_id] = keep
+            else:
+                del self.waiting[event_id]
+        for cid in [k for k, exp in list(self.seen.items()) if exp <= now_ms]:
+            del self.seen[cid]
+        return out
+
+    # ---------------------------------------------------------------- internals
+    def _join(self, entry: dict, correction: dict, out: JoinOutput) -> dict:
+        answers = (entry["answers"] + [_answer(correction)])[-self.max_answers:]
+        task = entry["task"]
+        out.examples.append({
+            "event_id": correction["event_id"], "model_name": task["model_name"],
+            "model_version": task["model_version"], "correction_id": correction["correction_id"],
+            "reviewer_id": correction["reviewer_id"], "action": correction["action"],
+            "label": correction.get("corrected_label"), "effective_label": effective_label(answers),
+            "answers_so_far": len(answers), "tier": correction["tier"], "audit": task["audit"],
+            "sampling_propensity": task["sampling_propensity"], "reason": task["reason"],
+            "policy_version": task["policy_version"], "task_created_at": task["created_at"],
+            "reviewed_at": correction["reviewed_at"], "review_seconds": correction["review_seconds"],
+            "prediction": task["prediction"],
+        })
+        return {**entry, "answers": answers}
+
+
+def _slim_task(task: dict) -> dict:
+    keys = ("event_id", "model_name", "model_version", "tier", "audit", "sampling_propensity", "reason",
+            "policy_version", "created_at", "prediction")
+    return {k: task[k] for k in keys}
+
+
+def _answer(c: dict) -> dict:
+    return {"tier": c["tier"], "action": c["action"], "corrected_label": c.get("corrected_label"),
+            "reviewed_at": c["reviewed_at"]}
