@@ -55,6 +55,7 @@ def effective_label(answers: list[dict]) -> str | None:
 class JoinOutput:
     examples: list[dict] = field(default_factory=list)
     orphans: list[tuple[dict, str]] = field(default_factory=list)  # (correction, why)
+    orphan_sources: list[dict | None] = field(default_factory=list)  # where each orphan was read
     duplicates: int = 0
 
 
@@ -86,7 +87,8 @@ class FeedbackJoin:
         self.pending[event_id] = entry
         return out
 
-    def on_correction(self, correction: dict, now_ms: int) -> JoinOutput:
+    def on_correction(self, correction: dict, now_ms: int, source: dict | None = None) -> JoinOutput:
+        """``source`` (topic/partition/offset of the record) is kept for the dead letter of an orphan."""
         out = JoinOutput()
         cid = correction["correction_id"]
         if cid in self.seen:
@@ -99,7 +101,7 @@ class FeedbackJoin:
             self.pending[event_id] = self._join(entry, correction, out)
         else:
             items = list(self.waiting.get(event_id) or [])
-            items.append({"correction": correction, "expires_at": now_ms + self.waiting_ttl_ms})
+            items.append({"correction": correction, "expires_at": now_ms + self.waiting_ttl_ms, "source": source})
             self.waiting[event_id] = items
         return out
 
@@ -114,13 +116,13 @@ class FeedbackJoin:
                 if item["expires_at"] <= now_ms:
                     out.orphans.append((item["correction"], "no review task for this event_id arrived within "
                                                             f"{self.waiting_ttl_ms / 1000:.0f}s"))
+                    out.orphan_sources.append(item.get("source"))
                 else:
                     keep.append(item)
-            if keep:
-                if len(keep) != len(items):
-                    self.waiting[event_id] = keep
-            else:
+            if not keep:
                 del self.waiting[event_id]
+            elif len(keep) != len(items):
+                self.waiting[event_id] = keep
         for cid in [k for k, exp in list(self.seen.items()) if exp <= now_ms]:
             del self.seen[cid]
         return out

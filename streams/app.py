@@ -119,6 +119,9 @@ class Worker:
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
         self._register_agents(app)
+        from streams.feedback import register_feedback
+
+        register_feedback(self, app)
         self._register_views(app)
 
         @app.on_rebalance_complete.connect

@@ -98,6 +98,10 @@ class WorkerMetrics:
             (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), r)
         self.last_batch_ts = Gauge("loopline_last_batch_timestamp_seconds",
                                    "Unix time the route agent last finished a batch.", registry=r)
+        self.corrections = Counter("loopline_corrections_total",
+                                   "Corrections by join outcome: joined (training example published), duplicate "
+                                   "(correction_id seen before), orphan (no review task within the TTL).",
+                                   ["outcome"], registry=r)
         self.publish_retries = Counter("loopline_publish_retries_total",
                                        "Times a batch's outputs had to be re-sent after a producer error.",
                                        registry=r)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     escalate_confidence_threshold: float = Field(0.6, ge=0, le=1, description="foundation policy: confidence < this is escalated")
     review_sla_seconds: float = Field(3600.0, gt=0)
     fetch_max_wait_ms: int = Field(50, ge=1, le=5000, description="longest a fetch may wait for data (Faust hard-codes 1500 ms; the embedded broker holds a fetch that long even when data arrives)")
+    pending_ttl_seconds: float = Field(7 * 86400, gt=0, description="how long a review task stays joinable with its corrections")
+    waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")
+    feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
     snapshot_hmac_key: SecretStr = Field(SecretStr("loopline-dev-key-change-me"), description="key for model snapshot HMACs")
     log_level: str = "warn"

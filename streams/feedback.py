@@ -1,0 +1,129 @@
+"""The feedback agent: review tasks ↔ corrections joined over changelog-backed Faust tables.
+
+The tables use ``use_partitioner=True``: a key's changelog partition is the
+one Kafka's default partitioner picks for the ``event_id`` — the partition of
+the prediction, its review task and its corrections — whatever record is being
+processed. That keeps the tables co-partitioned with their inputs and lets the
+expiry timer delete keys outside stream iteration.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator, MutableMapping
+
+import faust
+
+from processors.errors import DecodeError, UnexpectedTypeError
+from processors.feedback import FeedbackJoin
+from processors.router import InputRecord, OutputRecord, dead_letter
+from processors.serde import CORRECTION, REVIEW_TASK
+
+log = logging.getLogger("loopline.feedback")
+TRAINING_EXAMPLE = "io.loopline.TrainingExample"
+
+
+class OrphanError(UnexpectedTypeError):
+    """A correction whose review task never arrived or had expired."""
+
+    error_class = "orphan"
+
+
+class StrKeys(MutableMapping):
+    """A Faust table with ``bytes`` keys seen as a mapping with ``str`` keys."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str):
+        return self.table[key.encode()]
+
+    def __setitem__(self, key: str, value) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __contains__(self, key) -> bool:
+        return key.encode() in self.table
+
+    def get(self, key, default=None):
+        k = key.encode()
+        return self.table[k] if k in self.table else default
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() if isinstance(k, bytes) else k for k in list(self.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def register_feedback(worker, app: faust.App) -> None:
+    """Declare the feedback tables, agent and expiry timer on ``app`` for ``worker``."""
+    s = worker.settings
+    names = s.topics
+    # key_type bytes -> raw keys (the event_id); no value_type -> JSON values
+    table_kw = dict(key_type=bytes, value_type=None, partitions=s.partitions, use_partitioner=True)
+    pending = app.Table("loopline-feedback-pending", default=None, **table_kw)
+    waiting = app.Table("loopline-feedback-waiting", default=None, **table_kw)
+    seen = app.Table("loopline-feedback-seen", default=None, **table_kw)
+    worker.join = FeedbackJoin(StrKeys(pending), StrKeys(waiting), StrKeys(seen),
+                               pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
+                               waiting_ttl_ms=int(s.waiting_ttl_seconds * 1000))
+    kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+    source = app.topic(names.review_analyst, names.review_escalation, names.corrections, **kw)
+    worker.t_out["training"] = app.topic(names.training, **kw)
+
+    @app.agent(source, name="loopline.feedback")
+    async def feedback(stream):
+        async for events in stream.take_events(500, within=0.05):
+            await handle_feedback(worker, events)
+
+    @app.timer(interval=s.feedback_expiry_interval_seconds)
+    async def expire_join_state() -> None:
+        out = worker.join.expire(int(time.time() * 1000))
+        outputs = []
+        for (correction, why), src in zip(out.orphans, out.orphan_sources):
+            src = src or {"topic": names.corrections, "partition": -1, "offset": -1}
+            rec = InputRecord(worker.serde.encode(CORRECTION, correction), src["topic"], src["partition"],
+                              src["offset"], [], correction["event_id"].encode())
+            outputs.append(dead_letter(rec, OrphanError(why), worker=worker.worker_id))
+        if outputs:
+            await worker.publish(outputs)
+            worker.metrics.corrections.labels("orphan").inc(len(outputs))
+
+
+async def handle_feedback(worker, events) -> None:
+    join, serde, metrics = worker.join, worker.serde, worker.metrics
+    now_ms = int(time.time() * 1000)
+    outputs: list[OutputRecord] = []
+    counts = {"joined": 0, "duplicate": 0, "tasks": 0}
+    for e in events:
+        m = e.message
+        rec = InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key)
+        try:
+            name, obj = serde.decode(m.value)
+            if name == REVIEW_TASK:
+                out = join.on_task(obj, now_ms)
+                counts["tasks"] += 1
+            elif name == CORRECTION:
+                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset})
+            else:
+                raise UnexpectedTypeError(f"{name} does not belong on {m.topic}")
+        except DecodeError as exc:
+            outputs.append(dead_letter(rec, exc, worker=worker.worker_id))
+            metrics.dead_letters.labels(m.topic, exc.error_class).inc()
+            continue
+        except Exception as exc:  # a bug must not lose the record
+            log.exception("feedback join failed on %s[%d]@%d", m.topic, m.partition, m.offset)
+            outputs.append(dead_letter(rec, exc, worker=worker.worker_id))
+            metrics.dead_letters.labels(m.topic, "internal").inc()
+            continue
+        counts["duplicate"] += out.duplicates
+        for ex in out.examples:
+            outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
+            counts["joined"] += 1
+    await worker.publish(outputs)
+    for outcome in ("joined", "duplicate"):
+        if counts[outcome]:
+            metrics.corrections.labels(outcome).inc(counts[outcome])

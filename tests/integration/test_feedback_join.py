@@ -1,0 +1,77 @@
+"""The feedback agent on a real broker: corrections joined with review tasks into training examples;
+early corrections wait, duplicates are dropped, orphans go to the dead-letter topic."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+
+from benchmarks.events import make_events
+from connectors.processes import WorkerProcess
+from connectors.producer import PredictionProducer
+from processors.schemas import SchemaRegistry
+from processors.serde import CORRECTION, AvroSerde
+from tests.helpers import headers_dict, read_topic
+
+pytestmark = pytest.mark.integration
+SERDE = AvroSerde(SchemaRegistry.load())
+
+
+def correction(event_id: str, cid: str, label: str = "fraud") -> dict:
+    return {"correction_id": cid, "event_id": event_id, "model_name": "fraud", "model_version": "v1",
+            "reviewer_id": "r-7", "action": "override", "corrected_label": label, "tier": "review",
+            "reviewed_at": 1_800_000_000_000, "review_seconds": 4.2, "note": None, "source": "test"}
+
+
+def test_join_waits_dedupes_and_dead_letters_orphans(loopline_settings, tmp_path):
+    s = loopline_settings.model_copy(update={"waiting_ttl_seconds": 4.0, "feedback_expiry_interval_seconds": 1.0})
+    worker = WorkerProcess(s, tmp_path / "worker.log").start()
+    try:
+        events = make_events(300, seed=21)
+        for e in events:
+            e["confidence"] = 0.75  # every one goes to the analyst queue
+        ids = [e["event_id"] for e in events]
+        prod = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random",
+                         "enable.idempotence": True})
+
+        def send(c):
+            prod.produce(s.topics.corrections, key=c["event_id"].encode(), value=SERDE.encode(CORRECTION, c))
+
+        early = [correction(i, f"early-{n}") for n, i in enumerate(ids[:20])]  # before their predictions exist
+        for c in early:
+            send(c)
+        prod.flush(10)
+        with PredictionProducer(s) as p:
+            p.send_many(events)
+        read_topic(s.kafka_bootstrap, s.topics.review_analyst, lambda m: len(m) >= 300, timeout=60)
+        normal = [correction(i, f"c-{n}", "legit") for n, i in enumerate(ids[20:170])]
+        dups = normal[:10]
+        orphans = [correction(f"ghost-{uuid.uuid4().hex}", f"orphan-{n}") for n in range(10)]
+        for c in normal + dups + orphans:
+            send(c)
+        prod.flush(10)
+
+        expected = {c["correction_id"] for c in early + normal}
+        training = read_topic(s.kafka_bootstrap, s.topics.training, lambda m: len(m) >= len(expected),
+                              timeout=60, settle=2.0)
+        examples = [SERDE.decode(m.value())[1] for m in training]
+        assert sorted(x["correction_id"] for x in examples) == sorted(expected)  # exactly once each
+        by_event = {e["event_id"]: e for e in events}
+        for m, x in zip(training, examples):
+            assert m.key() == b"fraud"
+            assert x["prediction"] == by_event[x["event_id"]]
+            assert x["tier"] == "review" and x["effective_label"] == x["label"]
+
+        dl = read_topic(s.kafka_bootstrap, s.topics.dead_letter, lambda m: len(m) >= 10, timeout=30, settle=1.5)
+        assert sorted(SERDE.decode(m.value())[1]["correction_id"] for m in dl) == sorted(c["correction_id"] for c in orphans)
+        for m in dl:
+            h = headers_dict(m)
+            assert h["loopline.error.class"] == "orphan" and h["loopline.source.topic"] == s.topics.corrections
+            assert int(h["loopline.source.offset"]) >= 0
+        metrics = worker.get("/metrics").decode()
+        assert 'loopline_corrections_total{outcome="duplicate"} 10.0' in metrics
+        assert f'loopline_corrections_total{{outcome="joined"}} {float(len(expected))}' in metrics
+        assert 'loopline_corrections_total{outcome="orphan"} 10.0' in metrics
+    finally:
+        worker.stop()
