@@ -42,9 +42,10 @@ def _events(n: int, seed: int = 7) -> list[dict]:
     return evs
 
 
-def _settings(bootstrap: str, ns: str, partitions: int, tmp: Path) -> Settings:
+def _settings(bootstrap: str, ns: str, partitions: int, tmp: Path, agents: str = "route") -> Settings:
+    """Bench workers run the route agent only (the hot path); one row adds the feedback agent."""
     return Settings(kafka_bootstrap=bootstrap, topic_namespace=ns, app_id=f"{ns}-w", web_port=free_port(),
-                    data_dir=tmp / ns, partitions=partitions)
+                    data_dir=tmp / ns, partitions=partitions, agents=agents)
 
 
 def _prefill(s: Settings, events: list[dict], batch_size: int) -> None:
@@ -242,6 +243,8 @@ def run_bench(args) -> int:
         batched = _settings(b, "batched", parts, tmp)
         _prefill(single, events, batch_size=1)
         _prefill(batched, events, batch_size=500)
+        batched_rf = _settings(b, "batchedrf", parts, tmp, agents="route,feedback")
+        _prefill(batched_rf, events, batch_size=500)  # every row reads and writes its own topics
         plan = [
             ("aiokafka getmany(5000) + decode [ceiling]", lambda: _child(["-m", "benchmarks.consumers", "aiokafka", b, single.topics.predictions, str(n), str(parts)])),
             ("confluent-kafka consume(5000) + decode", lambda: _child(["-m", "benchmarks.consumers", "confluent", b, single.topics.predictions, str(n), str(parts)])),
@@ -250,6 +253,8 @@ def run_bench(args) -> int:
             ("naive Faust agent, per event, full work", lambda: _child(["-m", "benchmarks.consumers", "faust-naive", b, single.topics.predictions, str(min(n, 20_000)), str(parts)])),
             ("Loopline full path, batched records", lambda: _worker_row(batched, serde, n, tmp)),
             ("Loopline full path, single-event records", lambda: _worker_row(single, serde, n, tmp)),
+            ("Loopline batched, route + feedback agents in one process",
+             lambda: _worker_row(batched_rf, serde, n, tmp)),
         ]
         if not args.quick:
             live1, live2 = _settings(b, "live1", parts, tmp), _settings(b, "live2", parts, tmp)

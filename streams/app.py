@@ -118,10 +118,13 @@ class Worker:
             "review_escalation": app.topic(names.review_escalation, **kw),
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
-        self._register_agents(app)
-        from streams.feedback import register_feedback
+        agents = s.agent_set
+        if "route" in agents:
+            self._register_agents(app)
+        if "feedback" in agents:
+            from streams.feedback import register_feedback
 
-        register_feedback(self, app)
+            register_feedback(self, app)
         self._register_views(app)
 
         @app.on_rebalance_complete.connect

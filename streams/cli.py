@@ -90,6 +90,10 @@ def cmd_worker(args) -> int:
 
     settings = _settings()
     _require_bootstrap(settings)
+    try:
+        settings.agent_set
+    except ValueError as exc:
+        fail(str(exc))
     run_worker(settings)
     return 0
 

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of each topic Loopline creates")
     replication_factor: int = Field(1, ge=1)
     app_id: str = Field("loopline-worker", description="Faust app id = consumer group (persisted state: do not rename casually)")
+    agents: str = Field("route,feedback", description="agents this worker runs (comma list of route, feedback); give each set its own app_id")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="worker HTTP port: /metrics /healthz /readyz /stats")
     broker_host: str = "127.0.0.1"
@@ -45,6 +46,15 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
     snapshot_hmac_key: SecretStr = Field(SecretStr("loopline-dev-key-change-me"), description="key for model snapshot HMACs")
     log_level: str = "warn"
+
+    @property
+    def agent_set(self) -> set[str]:
+        wanted = {a.strip() for a in self.agents.split(",") if a.strip()}
+        unknown = wanted - {"route", "feedback"}
+        if unknown or not wanted:
+            raise ValueError(f"LOOPLINE_AGENTS: unknown agent {sorted(unknown)[0]!r} (choose from route, feedback)"
+                             if unknown else "LOOPLINE_AGENTS names no agent (choose from route, feedback)")
+        return wanted
 
     @property
     def topics(self) -> "TopicNames":
