@@ -68,10 +68,11 @@ def run_demo(args) -> int:
         started = time.monotonic()
         sender.start()
         _progress(observer, sender, started, n, timeout=duration + 120)
+        _wait_for_joins(worker, observer, timeout=15)
         observer.stop()
         summary = observer.summary(time.monotonic() - started)
         summary.update(events=n, seed=args.seed, duration=duration, shift_at=int(n * SHIFT_AT),
-                       drift_at=int(n * DRIFT_AT), worker_metrics=worker.get("/metrics").decode())
+                       drift_at=int(n * DRIFT_AT), joined=_metric(worker, 'loopline_corrections_total{outcome="joined"}'))
         report = write_report(out, observer, summary)
         print(f"[demo] report: {report}", flush=True)
         for line in summary["table_lines"]:
@@ -90,6 +91,22 @@ def run_demo(args) -> int:
             worker.stop()
         if broker:
             broker.stop()
+
+
+def _metric(worker: WorkerProcess, series: str) -> float:
+    for line in worker.get("/metrics").decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _wait_for_joins(worker: WorkerProcess, observer: Observer, timeout: float) -> None:
+    """Give the feedback agent a moment to join the last corrections (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _metric(worker, 'loopline_corrections_total{outcome="joined"}') >= observer.answered:
+            return
+        time.sleep(0.5)
 
 
 def _port_free(port: int) -> bool:

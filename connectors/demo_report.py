@@ -111,7 +111,8 @@ def write_report(out: Path, obs, summary: dict) -> Path:
         f"Seed {summary['seed']}, {summary['events']:,} events over {summary['duration']:.0f} s; feature shift at "
         f"event {summary['shift_at']:,}, concept drift at event {summary['drift_at']:,}.", "",
         f"- sent {summary['sent']:,}, decided {summary['decided']:,}, dead letters {summary['dead']:,}",
-        f"- review tasks {summary['tasks']:,}, corrections published {summary['answered']:,}",
+        f"- review tasks {summary['tasks']:,}, corrections published {summary['answered']:,}, joined by the "
+        f"feedback agent into training examples {int(summary.get('joined', 0)):,}",
         f"- producer-model errors (ground truth) {summary['model_errors']:,}; routed to a human "
         f"{summary['errors_routed']:,}; fixed by an answer {summary['errors_fixed_by_answers']:,}", "",
         "## HITL effectiveness", "", *summary["table_lines"], "",
