@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 # Debian packages the test suite needs (installed with apt-get when missing and we are root).
-APT_FOR_TEST: dict[str, str] = {}  # binary -> package
+# chromium: the review queue's real-browser test (driven by Playwright with executable_path,
+# never a browser download of Playwright's own).
+APT_FOR_TEST: dict[str, str] = {"chromium": "chromium"}  # binary -> package
 
 
 def run(cmd: list[str], **kw) -> None:

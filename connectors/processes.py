@@ -1,6 +1,7 @@
 """Run Loopline processes as children (demo, benchmark, tests): bounded start, clean stop."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, (tuple, list, dict)):
+            value = json.dumps(list(value) if isinstance(value, tuple) else value)  # pydantic-settings reads JSON
         env[f"LOOPLINE_{name.upper()}"] = str(value)
     return env
 

@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--partitions", type=int, default=4)
     be.add_argument("--quick", action="store_true")
     be.set_defaults(func=cmd_bench)
+    from connectors.review.cli import add_review_commands
+
+    add_review_commands(sub)
     return p
 
 

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")
     feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
+    review_host: str = Field("127.0.0.1", description="review server bind address")
+    review_port: int = Field(6070, ge=0, le=65535, description="review server port")
+    review_lease_seconds: float = Field(300.0, gt=0, description="how long an opened task stays leased to its reviewer")
+    review_task_ttl_seconds: float = Field(7 * 86400, gt=0, description="waiting review tasks older than this are dropped")
+    review_max_tasks: int = Field(100_000, ge=1, description="waiting tasks kept by the review server; the least urgent beyond it are dropped")
+    review_masked_features: tuple[str, ...] = Field(("country", "account_age_days"), description="feature names masked for reviewers without PII clearance")
+    review_session_seconds: float = Field(43200, gt=0, description="login session lifetime")
     snapshot_hmac_key: SecretStr = Field(SecretStr("loopline-dev-key-change-me"), description="key for model snapshot HMACs")
     log_level: str = "warn"
 

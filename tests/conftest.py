@@ -44,6 +44,11 @@ def kafka_bootstrap(tmp_path_factory):
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log) as broker:
         yield broker.bootstrap
+        # destroy client handles the tests dropped before the broker goes, so librdkafka does not
+        # print reconnect errors after pytest's summary
+        import gc
+
+        gc.collect()
 
 
 def free_port() -> int:

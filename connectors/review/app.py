@@ -1,0 +1,280 @@
+"""The review server: aiohttp app (HTML pages, JSON API, /metrics) around :class:`ReviewService`.
+
+``build_app(settings)`` wires store, Kafka feed and publisher; :class:`ReviewServer` runs it on
+a background thread (tests, embedding) and ``run_review_server`` in the foreground (CLI).
+Authentication: a signed session cookie from the login form, or HTTP Basic on any request.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import threading
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from connectors.review import pages
+from connectors.review.auth import SessionSigner
+from connectors.review.feed import CorrectionPublisher, TaskFeed
+from connectors.review.service import ReviewError, ReviewMetrics, ReviewService
+from connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
+from connectors.review.store import ReviewStore
+
+COOKIE = "loopline_review"
+_PUBLIC = {"/login", "/metrics", "/healthz"}
+SERVICE = web.AppKey("service", ReviewService)
+SIGNER = web.AppKey("signer", SessionSigner)
+FEED = web.AppKey("feed", TaskFeed)
+REVIEWER = web.RequestKey("reviewer", dict) if hasattr(web, "RequestKey") else "reviewer"
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _reviewer_from(request: web.Request) -> dict | None:
+    service = request.app[SERVICE]
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return service.authenticate(name, password)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        name = request.app[SIGNER].verify(cookie, time.time())
+        if name:
+            return service.reviewer(name)  # None once the reviewer is removed
+    return None
+
+
+@web.middleware
+async def auth_and_errors(request: web.Request, handler):
+    reviewer = None
+    if request.path not in _PUBLIC:
+        reviewer = _reviewer_from(request)
+        if reviewer is None:
+            if _is_api(request):
+                return web.json_response({"error": "Log in first: send HTTP Basic credentials or a session cookie."},
+                                         status=401, headers={"WWW-Authenticate": 'Basic realm="loopline-review"'})
+            return web.Response(text=pages.login_page("Log in to see the review queues."), status=401,
+                                content_type="text/html")
+        request[REVIEWER] = reviewer
+    try:
+        return await handler(request)
+    except ReviewError as exc:
+        message = str(exc)
+        if _is_api(request):
+            return web.json_response({"error": message}, status=exc.status)
+        return web.Response(text=pages.error_page(exc.status, message, reviewer), status=exc.status,
+                            content_type="text/html")
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+# ---------------------------------------------------------------- HTML
+async def login_form(request: web.Request) -> web.Response:
+    return _html(pages.login_page())
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    reviewer = request.app[SERVICE].authenticate(str(form.get("name", "")), str(form.get("password", "")))
+    if reviewer is None:
+        return _html(pages.login_page("Unknown name or wrong password."), status=401)
+    resp = web.Response(status=303, headers={"Location": "/"})
+    signer = request.app[SIGNER]
+    resp.set_cookie(COOKIE, signer.sign(reviewer["name"], time.time()), httponly=True, samesite="Strict",
+                    max_age=int(signer.max_age_seconds), path="/")
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    resp = web.Response(status=303, headers={"Location": "/login"})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+async def index(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    return _html(pages.index_page(service.queue_stats(), reviewer, service.queues_for(reviewer)))
+
+
+async def queue_view(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    queue = request.match_info["queue"]
+    tasks = service.waiting(reviewer, queue)
+    return _html(pages.queue_page(queue, tasks, service.queue_stats(), reviewer, service.queues_for(reviewer),
+                                  request.query.get("flash", "")))
+
+
+async def claim_form(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    request.app[SERVICE].claim(task_id, request[REVIEWER])
+    raise web.HTTPSeeOther(f"/tasks/{quote(task_id, safe='')}")
+
+
+async def task_view(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    task = service.leased_task(request.match_info["task_id"], reviewer)
+    return _html(pages.task_page(service.view(task, reviewer), service.labels(task), reviewer))
+
+
+async def submit_form(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    task_id = request.match_info["task_id"]
+    form = await request.post()
+    task = service.task(task_id)
+    correction = await service.submit(task_id, reviewer, form.get("action"), form.get("corrected_label"),
+                                      form.get("note") or None)
+    flash = f"Answered {task['event_id']}: {correction['action']}" + (
+        f" {correction['corrected_label']}" if correction["corrected_label"] else "")
+    raise web.HTTPSeeOther(f"/queue/{QUEUE_OF_TIER[task['tier']]}?flash={quote(flash)}")
+
+
+# ---------------------------------------------------------------- JSON API
+async def api_queues(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    stats = service.queue_stats()
+    return web.json_response({"queues": {q: stats[q] for q in service.queues_for(reviewer)}})
+
+
+async def api_tasks(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    queue = request.query.get("tier", "analyst")
+    try:
+        limit = min(500, max(1, int(request.query.get("limit", service.settings.page_size))))
+    except ValueError:
+        raise ReviewError(400, "limit must be a whole number") from None
+    return web.json_response({"tasks": service.waiting(reviewer, queue, limit)})
+
+
+async def api_claim(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    task = service.claim(request.match_info["task_id"], reviewer)
+    return web.json_response({"task": service.view(task, reviewer), "labels": service.labels(task)})
+
+
+async def api_submit(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    try:
+        body = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ReviewError(400, "the body must be a JSON object like {\"action\": \"approve\"}") from None
+    if not isinstance(body, dict):
+        raise ReviewError(400, "the body must be a JSON object like {\"action\": \"approve\"}")
+    correction = await service.submit(request.match_info["task_id"], reviewer, body.get("action"),
+                                      body.get("corrected_label"), body.get("note"),
+                                      source="cli" if body.get("source") == "cli" else "web")
+    return web.json_response({"correction": correction})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[SERVICE].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the task feed runs (or was not started), 503 with the reason when it stopped."""
+    feed = request.app.get(FEED)
+    if feed is not None and (feed.error is not None or not feed.is_alive()):
+        return web.json_response({"ok": False, "error": f"the task feed stopped: {feed.error}"}, status=503)
+    return web.json_response({"ok": True})
+
+
+# ---------------------------------------------------------------- wiring
+def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publisher=None,
+              start_feed: bool = True) -> web.Application:
+    """The aiohttp app. Without ``store``/``publisher`` they are built from ``settings``."""
+    store = store or ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds,
+                                 settings.max_tasks)
+    if publisher is None:
+        publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic)
+    service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))
+    app = web.Application(middlewares=[auth_and_errors], client_max_size=64 * 1024)
+    app[SERVICE] = service
+    app[SIGNER] = SessionSigner(settings.session_key, settings.session_seconds)
+    app.add_routes([
+        web.get("/login", login_form), web.post("/login", login), web.post("/logout", logout),
+        web.get("/", index), web.get("/queue/{queue}", queue_view),
+        web.post("/tasks/{task_id}/claim", claim_form), web.get("/tasks/{task_id}", task_view),
+        web.post("/tasks/{task_id}/submit", submit_form),
+        web.get("/api/queues", api_queues), web.get("/api/tasks", api_tasks),
+        web.post("/api/tasks/{task_id}/claim", api_claim), web.post("/api/tasks/{task_id}/submit", api_submit),
+        web.get("/metrics", metrics), web.get("/healthz", healthz),
+    ])
+    async def start(app: web.Application) -> None:
+        if start_feed:
+            feed = TaskFeed(settings, store, on_bad_record=service.metrics.bad_records.inc)
+            feed.start()
+            app[FEED] = feed
+
+    async def stop(app: web.Application) -> None:
+        feed = app.get(FEED)
+        if feed is not None:
+            await asyncio.get_running_loop().run_in_executor(None, feed.stop)
+        if hasattr(publisher, "close"):
+            publisher.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app
+
+
+class ReviewServer:
+    """Runs :func:`build_app` on a background thread: ``with ReviewServer(settings) as srv: srv.url``."""
+
+    def __init__(self, settings: ReviewSettings, **app_kwargs) -> None:
+        self.settings = settings
+        self.app = build_app(settings, **app_kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="review-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def service(self) -> ReviewService:
+        return self.app[SERVICE]
+
+    @property
+    def feed(self) -> TaskFeed | None:
+        return self.app.get(FEED)
+
+    def start(self) -> "ReviewServer":
+        self._thread.start()
+
+        async def go() -> None:
+            self._runner = web.AppRunner(self.app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+
+        asyncio.run_coroutine_threadsafe(go(), self._loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> "ReviewServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_review_server(settings: ReviewSettings) -> None:
+    """Foreground server until Ctrl-C / SIGTERM."""
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None,
+                print=lambda *_: print(f"review server on http://{settings.host}:{settings.port}", flush=True))

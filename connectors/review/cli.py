@@ -1,0 +1,235 @@
+"""``loopline review-server``, ``loopline reviewers add|list|remove`` and ``loopline review``.
+
+Hook into the main parser with ``add_review_commands(subparsers)``. Failures print one
+sentence on stderr: exit 1 for a refused input (unknown reviewer, bad role), 2 for usage
+or environment (no Kafka, server unreachable).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import getpass
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"loopline: {message}", file=sys.stderr)
+    return code
+
+
+def _review_settings(**overrides):
+    from connectors.review.settings import ReviewSettings
+    from streams.settings import Settings
+
+    return ReviewSettings.from_settings(Settings(), **overrides)
+
+
+def _store(rs):
+    from connectors.review.store import ReviewStore
+
+    return ReviewStore(rs.db_path, rs.lease_seconds, rs.task_ttl_seconds, rs.max_tasks)
+
+
+# ---------------------------------------------------------------- server
+def cmd_review_server(args) -> int:
+    from connectors.review.app import run_review_server
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    rs = _review_settings(**overrides)
+    if not rs.bootstrap:
+        return _fail("no Kafka to talk to: set LOOPLINE_KAFKA_BOOTSTRAP=host:port", EXIT_USAGE)
+    store = _store(rs)
+    if not store.reviewers():
+        print("note: no reviewers yet; add one with `loopline reviewers add NAME --role analyst`", file=sys.stderr)
+    store.close()
+    run_review_server(rs)
+    return 0
+
+
+# ---------------------------------------------------------------- reviewers
+def cmd_reviewers(args) -> int:
+    from connectors.review.service import ReviewError, add_reviewer
+
+    store = _store(_review_settings())
+    try:
+        if args.reviewers_cmd == "add":
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("again: ") != password:
+                    return _fail("the two passwords differ; nothing was changed", EXIT_BAD_INPUT)
+            try:
+                add_reviewer(store, args.name, args.role, args.pii_clearance, password)
+            except ReviewError as exc:
+                return _fail(str(exc), EXIT_BAD_INPUT)
+            print(f"reviewer {args.name} saved ({args.role}{', pii clearance' if args.pii_clearance else ''})")
+        elif args.reviewers_cmd == "list":
+            for r in store.reviewers():
+                print(f"{r['name']}\t{r['role']}\t{'pii_clearance' if r['pii_clearance'] else '-'}")
+        elif args.reviewers_cmd == "remove":
+            if not store.remove_reviewer(args.name):
+                return _fail(f"there is no reviewer named {args.name!r}", EXIT_BAD_INPUT)
+            print(f"reviewer {args.name} removed")
+        return 0
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- terminal reviewer
+class ApiClient:
+    """The review server's JSON API with HTTP Basic auth."""
+
+    def __init__(self, server: str, user: str, password: str) -> None:
+        self.server = server.rstrip("/")
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method,
+                                     headers={"Authorization": self.auth, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read())
+            except json.JSONDecodeError:
+                return exc.code, {"error": f"HTTP {exc.code}"}
+
+
+def show_task(task: dict, labels: list[str], out) -> None:
+    p, ins = task["prediction"], task["insights"]
+    print(f"\n== {task['event_id']} ({task['queue']}, priority {task['priority']}) "
+          f"{task['model_name']} {task['model_version']}", file=out)
+    print(f"predicted {p['predicted_label']!r} confidence {p['confidence']:.3f}   reason: {task['reason']}", file=out)
+    extras = {k: ins.get(k) for k in ("override_risk", "drift_status", "online_prediction") if ins.get(k) is not None}
+    if extras:
+        print("insights: " + ", ".join(f"{k}={v}" for k, v in extras.items()), file=out)
+    if ins.get("top_contributions"):
+        print("top contributions: " + ", ".join(f"{c['feature']} {c['contribution']:+.3f}"
+                                                for c in ins["top_contributions"]), file=out)
+    for m in ("features_numeric", "features_categorical", "context"):
+        if p.get(m):
+            print(f"{m}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(p[m].items())), file=out)
+
+
+def review_loop(api: ApiClient, queue: str, inp, out) -> int:
+    """Claim the next task, show it, answer with one key; repeat until q or the queue is empty."""
+    answered = 0
+    while True:
+        status, body = api.call("GET", "/api/queues")
+        if status != 200:
+            return _fail(body.get("error", f"HTTP {status}"), EXIT_USAGE if status >= 500 else EXIT_BAD_INPUT)
+        print("  ".join(f"{q}: {s['waiting']} waiting, oldest {s['oldest_age_seconds']:.0f}s"
+                        for q, s in body["queues"].items()), file=out)
+        status, body = api.call("GET", f"/api/tasks?tier={queue}&limit=5")
+        if status != 200:
+            return _fail(body.get("error", f"HTTP {status}"), EXIT_BAD_INPUT)
+        claimed = None
+        for t in body["tasks"]:
+            status, claim = api.call("POST", f"/api/tasks/{urllib.request.quote(t['task_id'], safe='')}/claim")
+            if status == 200:
+                claimed = claim
+                break
+        if claimed is None:
+            print(f"Nothing waiting in the {queue} queue. {answered} answered.", file=out)
+            return 0
+        task, labels = claimed["task"], claimed["labels"]
+        show_task(task, labels, out)
+        keys = "[a]pprove [c]orrect [u]nsure " + ("[e]scalate " if task["queue"] == "analyst" else "") + "[q]uit"
+        while True:
+            print(keys + " > ", end="", file=out, flush=True)
+            key = (inp.readline() or "q").strip()[:1].lower()
+            body: dict = {"source": "cli"}
+            if key == "q":
+                print(f"{answered} answered; the open task returns to the queue when its lease ends.", file=out)
+                return 0
+            if key == "a":
+                body["action"] = "approve"
+            elif key == "u":
+                body["action"] = "unsure"
+            elif key == "e" and task["queue"] == "analyst":
+                body["action"] = "escalate"
+            elif key == "c":
+                others = [lb for lb in labels if lb != task["prediction"]["predicted_label"]]
+                if not others:
+                    print("no other label has been seen for this model", file=out)
+                    continue
+                print("  ".join(f"{i}) {lb}" for i, lb in enumerate(others, 1)) + " > ", end="", file=out, flush=True)
+                choice = inp.readline().strip()
+                if not choice.isdigit() or not 1 <= int(choice) <= len(others):
+                    print("pick one of the numbers", file=out)
+                    continue
+                body.update(action="correct", corrected_label=others[int(choice) - 1])
+            else:
+                continue
+            print("note (Enter for none) > ", end="", file=out, flush=True)
+            note = inp.readline().strip()
+            if note:
+                body["note"] = note
+            break
+        status, resp = api.call("POST", f"/api/tasks/{urllib.request.quote(task['task_id'], safe='')}/submit", body)
+        if status == 200:
+            answered += 1
+            c = resp["correction"]
+            print(f"published {c['action']}{' ' + c['corrected_label'] if c['corrected_label'] else ''} "
+                  f"for {c['event_id']}", file=out)
+        else:
+            print(f"not published: {resp.get('error')}", file=out)
+
+
+def cmd_review(args) -> int:
+    password = os.environ.get("LOOPLINE_REVIEWER_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+    api = ApiClient(args.server, args.user, password)
+    try:
+        return review_loop(api, args.queue, sys.stdin, sys.stdout)
+    except urllib.error.URLError as exc:
+        return _fail(f"cannot reach the review server at {args.server} ({exc.reason})", EXIT_USAGE)
+
+
+# ---------------------------------------------------------------- parser
+def add_review_commands(subparsers) -> None:
+    """Add ``review-server``, ``reviewers`` and ``review`` to the ``loopline`` parser."""
+    p = subparsers.add_parser("review-server", help="web review queue + JSON API on the review topics")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None, help="default 6070")
+    p.set_defaults(func=cmd_review_server)
+
+    p = subparsers.add_parser("reviewers", help="manage reviewer accounts of the review server")
+    sub = p.add_subparsers(dest="reviewers_cmd", required=True)
+    a = sub.add_parser("add", help="add or replace a reviewer")
+    a.add_argument("name")
+    a.add_argument("--role", choices=("analyst", "senior"), required=True)
+    a.add_argument("--pii-clearance", action="store_true", help="may see personal features unmasked")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    sub.add_parser("list", help="list reviewers")
+    r = sub.add_parser("remove", help="remove a reviewer (their sessions end)")
+    r.add_argument("name")
+    p.set_defaults(func=cmd_reviewers)
+
+    p = subparsers.add_parser("review", help="review tasks in the terminal through the review server")
+    p.add_argument("--server", default="http://127.0.0.1:6070")
+    p.add_argument("--user", required=True)
+    p.add_argument("--queue", choices=("analyst", "escalation"), default="analyst")
+    p.set_defaults(func=cmd_review)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m connectors.review.cli``) until the lead wires the main parser."""
+    parser = argparse.ArgumentParser(prog="loopline")
+    add_review_commands(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

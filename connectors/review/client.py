@@ -1,0 +1,131 @@
+"""``ReviewerClient``: review tasks straight from Kafka, answers straight to Kafka.
+
+For bridging an annotation tool (Label Studio, a spreadsheet, a script) that does not go
+through the review server. It has no leases: give each bridge its own tier or its own
+consumer group and do not also serve that tier from the web queue, or a case may be
+answered twice (downstream the feedback join deduplicates by ``correction_id`` only, and the
+latest answer of a tier wins).
+"""
+from __future__ import annotations
+
+import time
+
+from connectors.review.feed import CorrectionPublisher, correction_for
+from connectors.review.service import ACTIONS
+from connectors.review.settings import ANALYST, QUEUES, ReviewSettings
+from processors.schemas import SchemaRegistry
+from processors.serde import REVIEW_TASK, AvroSerde
+
+
+class ReviewerClient:
+    """Consume the ReviewTasks of one queue and publish CorrectionEvents for them.
+
+    Parameters
+    ----------
+    settings
+        The project's ``Settings`` (bootstrap, topic namespace).
+    reviewer_id
+        Who answers; written into every CorrectionEvent.
+    queue
+        ``"analyst"`` (tier review) or ``"escalation"`` (tier escalate).
+    group_id
+        Consumer group; default ``<namespace>-reviewer-client-<queue>``. Offsets are committed
+        by :meth:`commit` only, so unanswered tasks are read again after a restart.
+
+    Examples
+    --------
+    ::
+
+        from connectors.review.client import ReviewerClient
+        from streams.settings import Settings
+
+        with ReviewerClient(Settings(), reviewer_id="labelstudio-bridge") as rc:
+            for task in rc.poll(timeout=5):
+                answer = my_tool.ask(task["prediction"])          # your annotation tool
+                if answer == task["prediction"]["predicted_label"]:
+                    rc.submit(task, "approve")
+                else:
+                    rc.submit(task, "correct", corrected_label=answer, note="via label studio")
+            rc.commit()                                            # these tasks are done
+    """
+
+    def __init__(self, settings, reviewer_id: str, queue: str = ANALYST, group_id: str | None = None,
+                 source: str = "client") -> None:
+        from confluent_kafka import Consumer
+
+        if queue not in QUEUES:
+            raise ValueError(f"queue must be analyst or escalation, not {queue!r}")
+        self.settings = settings
+        self.reviewer_id = reviewer_id
+        self.queue = queue
+        self.source = source
+        rs = ReviewSettings.from_settings(settings)
+        self.group_id = group_id or f"{rs.namespace}-reviewer-client-{queue}"
+        self._serde = AvroSerde(SchemaRegistry.load())
+        self._publisher = CorrectionPublisher(settings.kafka_bootstrap, rs.corrections_topic, self._serde)
+        self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": self.group_id,
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                   "session.timeout.ms": int(settings.session_timeout_seconds * 1000)})
+        self._consumer.subscribe([rs.topic_of_queue(queue)])
+        self._received: dict[str, float] = {}
+
+    def poll(self, timeout: float = 1.0, max_tasks: int = 100) -> list[dict]:
+        """Up to ``max_tasks`` decoded ReviewTasks (waits at most ``timeout`` seconds); skips bad records."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < max_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for msg in self._consumer.consume(max_tasks - len(out), remaining):
+                if msg.error() is not None:
+                    continue
+                try:
+                    name, task = self._serde.decode(msg.value())
+                except Exception:
+                    continue
+                if name == REVIEW_TASK:
+                    self._received[task["task_id"]] = time.time()
+                    out.append(task)
+            if out:
+                break
+        return out
+
+    def submit(self, task: dict, action: str, corrected_label: str | None = None, note: str | None = None) -> dict:
+        """Publish the answer (waits for the broker); returns the CorrectionEvent.
+
+        ``action``: approve | correct | unsure | escalate. ``review_seconds`` is measured from
+        when :meth:`poll` returned the task.
+        """
+        if action not in ACTIONS:
+            raise ValueError("action must be one of approve, correct, unsure, escalate")
+        wire = ACTIONS[action]
+        if wire == "override" and not corrected_label:
+            raise ValueError("a correction needs corrected_label")
+        label = task["prediction"]["predicted_label"] if wire == "approve" else (
+            corrected_label if wire == "override" else None)
+        now = time.time()
+        correction = correction_for(task, self.reviewer_id, wire, label, note,
+                                    now - self._received.pop(task["task_id"], now), self.source, now)
+        self._publisher.publish(correction)
+        return correction
+
+    def commit(self) -> None:
+        """Commit the consumer position: tasks returned by :meth:`poll` so far will not come back."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing read yet: nothing to commit
+                raise
+
+    def close(self) -> None:
+        self._publisher.close()
+        self._consumer.close()
+
+    def __enter__(self) -> "ReviewerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

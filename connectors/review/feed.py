@@ -1,0 +1,146 @@
+"""Kafka edges of the review server: a consumer thread filling the store, a correction publisher.
+
+The consumer (group ``<namespace>-review-server``) stores each ReviewTask before storing its
+offset, so a restart never loses a task (redeliveries are deduplicated by task_id). Records
+that do not decode as ReviewTasks are counted and skipped: the route agent's dead-letter
+topic is where bad predictions go; a bad task here is a bug upstream, not reviewer work.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Callable
+
+from connectors.review.settings import QUEUE_OF_TIER, QUEUES, ReviewSettings
+from connectors.review.store import ReviewStore
+from processors.errors import LooplineError
+from processors.schemas import SchemaRegistry
+from processors.serde import CORRECTION, REVIEW_TASK, AvroSerde
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(bootstrap: str) -> dict:
+    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "partitioner": "murmur2_random",
+            "linger.ms": 5}
+
+
+def correction_for(task: dict, reviewer_id: str, action: str, corrected_label: str | None, note: str | None,
+                   review_seconds: float, source: str, now: float) -> dict:
+    """The CorrectionEvent answering ``task`` (``action`` is the wire enum: approve|override|unsure|escalate)."""
+    return {
+        "correction_id": uuid.uuid4().hex, "event_id": task["event_id"], "model_name": task["model_name"],
+        "model_version": task["model_version"], "reviewer_id": reviewer_id, "action": action,
+        "corrected_label": corrected_label, "tier": task["tier"], "reviewed_at": int(now * 1000),
+        "review_seconds": float(max(0.0, review_seconds)), "note": note or None, "source": source,
+    }
+
+
+class CorrectionPublisher:
+    """Publishes CorrectionEvents keyed by event_id (murmur2, idempotent) and waits for the broker."""
+
+    def __init__(self, bootstrap: str, topic: str, serde: AvroSerde | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self._producer = Producer(producer_config(bootstrap))
+        self._lock = threading.Lock()
+
+    def publish(self, correction: dict, timeout: float = 15.0) -> None:
+        """Encode, send and wait for the acknowledgement; raises ``LooplineError`` when not delivered."""
+        value = self.serde.encode(CORRECTION, correction)
+        errors: list = []
+        with self._lock:
+            if self._producer is None:
+                raise LooplineError("the correction publisher is closed")
+            self._producer.produce(self.topic, key=correction["event_id"].encode(), value=value,
+                                   on_delivery=lambda err, msg: errors.append(err) if err else None)
+            remaining = self._producer.flush(timeout)
+        if remaining or errors:
+            raise LooplineError(f"correction {correction['correction_id']} was not delivered: "
+                                f"{errors[0] if errors else 'broker did not acknowledge in time'}")
+
+    def close(self) -> None:
+        """Flush and release the client (a dropped librdkafka handle would keep reconnecting)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(5)
+            del producer
+
+
+class TaskFeed(threading.Thread):
+    """Background thread: review topics -> store. ``stop()`` ends it and closes the consumer."""
+
+    def __init__(self, settings: ReviewSettings, store: ReviewStore, serde: AvroSerde | None = None,
+                 on_bad_record: Callable[[], None] | None = None) -> None:
+        super().__init__(name="review-task-feed", daemon=True)
+        self.settings = settings
+        self.store = store
+        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self.on_bad_record = on_bad_record
+        self.assigned = threading.Event()
+        self._stop_event = threading.Event()
+        self.error: Exception | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_event.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer
+
+        try:
+            consumer = Consumer({
+                "bootstrap.servers": self.settings.bootstrap, "group.id": self.settings.group_id,
+                "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
+                "session.timeout.ms": int(self.settings.session_timeout_seconds * 1000),
+                "fetch.wait.max.ms": 100,
+            })
+            consumer.subscribe([self.settings.topic_of_queue(q) for q in QUEUES],
+                               on_assign=lambda c, parts: self.assigned.set())
+        except Exception as exc:  # reported through /readyz and the log
+            self.error = exc
+            log.exception("review task feed could not start")
+            return
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    msgs = consumer.consume(500, 0.2)
+                except Exception as exc:
+                    log.warning("review task feed: consume failed (%s); retrying", exc)
+                    time.sleep(1)
+                    continue
+                good = [m for m in msgs if m.error() is None]
+                for m in msgs:
+                    if m.error() is not None:
+                        log.warning("review task feed: %s", m.error())
+                if good:
+                    try:
+                        self.store.add_tasks(self._decode(good), now=time.time())
+                    except Exception as exc:  # offsets not stored: a restart reads these tasks again
+                        self.error = exc
+                        log.exception("review task feed: storing tasks failed; the feed stops")
+                        return
+                    for m in good:
+                        consumer.store_offsets(m)  # after the tasks are in SQLite
+        finally:
+            consumer.close()
+
+    def _decode(self, msgs: list) -> list[dict]:
+        tasks = []
+        for msg in msgs:
+            try:
+                name, task = self.serde.decode(msg.value())
+                if name != REVIEW_TASK:
+                    raise LooplineError(f"expected a ReviewTask, got {name}")
+                if task["tier"] not in QUEUE_OF_TIER:
+                    raise LooplineError(f"task {task['task_id']} has tier {task['tier']}, not a review tier")
+                tasks.append(task)
+            except LooplineError as exc:
+                log.warning("review task feed: skipped %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+                if self.on_bad_record:
+                    self.on_bad_record()
+        return tasks

@@ -1,0 +1,225 @@
+"""The review rules, independent of HTTP: who sees what, claiming, answering, masking, metrics.
+
+Decisions documented here (the HTML pages and the JSON API share them):
+
+* Queues: ``analyst`` holds tier ``review`` tasks, ``escalation`` tier ``escalate``. Analysts
+  work the analyst queue only; seniors work both (an analyst touching an escalation task: 403).
+* Answers (form/API action -> CorrectionEvent action): ``approve`` -> approve with the predicted
+  label; ``correct`` (alias ``override``) -> override with a label from the model's label set
+  (labels seen so far for the model plus the predicted label); ``unsure`` -> unsure, no label;
+  ``escalate`` -> an ``escalate`` CorrectionEvent (it never counts as a label downstream) AND an
+  escalation copy of the task (task_id ``<event_id>:escalate``) enters the escalation queue of
+  this server. Escalating an escalation task is a 400.
+* Every answer needs a live lease held by the answering reviewer; a task is answered once.
+  Anything refused publishes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from connectors.review.auth import ROLES, hash_password, verify_password
+from connectors.review.feed import correction_for
+from connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
+from connectors.review.store import LeaseError, ReviewStore, TaskNotFound
+from processors.errors import LooplineError
+
+MASK = "•••"
+ACTIONS = {"approve": "approve", "correct": "override", "override": "override", "unsure": "unsure",
+           "escalate": "escalate"}
+_MASKED_MAPS = ("features_numeric", "features_categorical", "context", "risk")
+
+
+class ReviewError(LooplineError):
+    """A refused reviewer request; ``status`` is the HTTP status, the message one sentence."""
+
+    error_class = "review"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ReviewMetrics:
+    """Metrics on an injected ``CollectorRegistry``; queue gauges and store counters read at scrape."""
+
+    def __init__(self, registry: CollectorRegistry, store: ReviewStore) -> None:
+        self.registry = registry
+        self.reviews = Counter("loopline_review_reviews_total", "answers published", ["tier", "action"],
+                               registry=registry)
+        self.latency = Histogram("loopline_review_latency_seconds", "claim to answer", ["tier"], registry=registry,
+                                 buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+        self.bad_records = Counter("loopline_review_bad_records_total", "undecodable records on review topics",
+                                   registry=registry)
+        registry.register(_StoreCollector(store))
+
+
+class _StoreCollector:
+    def __init__(self, store: ReviewStore) -> None:
+        self.store = store
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        stats = self.store.queue_stats(time.time())
+        depth = GaugeMetricFamily("loopline_review_queue_depth", "tasks waiting (unleased)", labels=["tier"])
+        leased = GaugeMetricFamily("loopline_review_leased_tasks", "tasks under a lease", labels=["tier"])
+        oldest = GaugeMetricFamily("loopline_review_oldest_waiting_seconds", "age of the oldest waiting task",
+                                   labels=["tier"])
+        for q in QUEUES:
+            depth.add_metric([q], stats[q]["waiting"])
+            leased.add_metric([q], stats[q]["leased"])
+            oldest.add_metric([q], stats[q]["oldest_age_seconds"])
+        yield from (depth, leased, oldest)
+        yield CounterMetricFamily("loopline_review_lease_expiries", "leases that expired unanswered",
+                                  value=self.store.counter("lease_expiries"))
+        dropped = CounterMetricFamily("loopline_review_dropped_tasks", "tasks dropped by the store bounds",
+                                      labels=["reason"])
+        dropped.add_metric(["ttl"], self.store.counter("dropped_ttl"))
+        dropped.add_metric(["overflow"], self.store.counter("dropped_overflow"))
+        yield dropped
+
+
+def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str) -> None:
+    if role not in ROLES:
+        raise ReviewError(400, f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if not name or not password:
+        raise ReviewError(400, "a reviewer needs a name and a non-empty password")
+    salt, digest = hash_password(password)
+    store.put_reviewer(name, role, pii_clearance, salt, digest)
+
+
+class ReviewService:
+    """Everything the web app and the API do, minus HTTP. ``publisher`` has ``publish(dict)``."""
+
+    def __init__(self, settings: ReviewSettings, store: ReviewStore, publisher, metrics: ReviewMetrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+        self._auth_cache: dict[tuple[str, bytes], float] = {}
+
+    # ------------------------------------------------------------ who
+    def authenticate(self, name: str, password: str) -> dict | None:
+        rev = self.store.reviewer(name)
+        if rev is None:
+            return None
+        key = (name, hashlib.sha256(rev["hash"] + password.encode()).digest())
+        now = time.monotonic()
+        if self._auth_cache.get(key, 0) > now:
+            return rev
+        if not verify_password(password, rev["salt"], rev["hash"]):
+            return None
+        self._auth_cache[key] = now + 60
+        return rev
+
+    def reviewer(self, name: str) -> dict | None:
+        return self.store.reviewer(name)
+
+    @staticmethod
+    def queues_for(reviewer: dict) -> tuple[str, ...]:
+        return QUEUES if reviewer["role"] == "senior" else (ANALYST,)
+
+    def require_queue(self, reviewer: dict, queue: str) -> None:
+        if queue not in QUEUES:
+            raise ReviewError(400, f"unknown queue {queue!r}: choose analyst or escalation")
+        if queue not in self.queues_for(reviewer):
+            raise ReviewError(403, "escalation tasks are for senior reviewers only")
+
+    # ------------------------------------------------------------ what
+    def view(self, task: dict, reviewer: dict) -> dict:
+        """A copy safe to show ``reviewer``: personal features masked without pii_clearance."""
+        out = copy.deepcopy({k: v for k, v in task.items() if k != "_lease"})
+        out["queue"] = QUEUE_OF_TIER[task["tier"]]
+        if "_lease" in task:
+            out["lease_until"] = task["_lease"]["lease_until"]
+        if not reviewer["pii_clearance"]:
+            pred = out.get("prediction") or {}
+            for m in _MASKED_MAPS:
+                values = pred.get(m) or {}
+                for k in values:
+                    if k in self.settings.masked_features:
+                        values[k] = MASK
+        return out
+
+    def queue_stats(self) -> dict:
+        return self.store.queue_stats(time.time())
+
+    def waiting(self, reviewer: dict, queue: str, limit: int | None = None) -> list[dict]:
+        self.require_queue(reviewer, queue)
+        return [self.view(t, reviewer) for t in
+                self.store.waiting(queue, time.time(), limit or self.settings.page_size)]
+
+    def task(self, task_id: str) -> dict:
+        try:
+            return self.store.get(task_id)
+        except TaskNotFound:
+            raise ReviewError(404, f"no task {task_id!r} is waiting here") from None
+
+    def labels(self, task: dict) -> list[str]:
+        labels = set(self.store.labels(task["model_name"]))
+        labels.add(task["prediction"]["predicted_label"])
+        return sorted(labels)
+
+    def claim(self, task_id: str, reviewer: dict) -> dict:
+        task = self.task(task_id)
+        self.require_queue(reviewer, QUEUE_OF_TIER[task["tier"]])
+        try:
+            return self.store.claim(task_id, reviewer["name"], time.time())
+        except LeaseError as exc:
+            raise ReviewError(409, f"cannot claim this task: {exc}.") from None
+
+    def leased_task(self, task_id: str, reviewer: dict) -> dict:
+        task = self.task(task_id)
+        self.require_queue(reviewer, QUEUE_OF_TIER[task["tier"]])
+        try:
+            return self.store.check_lease(task_id, reviewer["name"], time.time())
+        except LeaseError as exc:
+            raise ReviewError(409, f"{str(exc).capitalize()}.") from None
+
+    async def submit(self, task_id: str, reviewer: dict, action: object, corrected_label: object = None,
+                     note: object = None, source: str = "web") -> dict:
+        """Check everything, mark answered, publish; returns the published CorrectionEvent."""
+        task = self.task(task_id)
+        queue = QUEUE_OF_TIER[task["tier"]]
+        self.require_queue(reviewer, queue)
+        if not isinstance(action, str) or action not in ACTIONS:
+            raise ReviewError(400, "action must be one of approve, correct, unsure, escalate")
+        if note is not None and not isinstance(note, str):
+            raise ReviewError(400, "note must be a string")
+        wire = ACTIONS[action]
+        predicted = task["prediction"]["predicted_label"]
+        label: str | None = None
+        if wire == "approve":
+            label = predicted
+        elif wire == "override":
+            allowed = self.labels(task)
+            if not isinstance(corrected_label, str) or corrected_label not in allowed:
+                raise ReviewError(400, f"corrected_label must be one of {', '.join(allowed)}")
+            label = corrected_label
+        elif wire == "escalate" and queue == ESCALATION:
+            raise ReviewError(400, "this task is in the escalation queue already; answer it instead")
+        now = time.time()
+        try:
+            task = self.store.complete(task_id, reviewer["name"], now)
+        except LeaseError as exc:
+            raise ReviewError(409, f"Nothing was published: {exc}.") from None
+        review_seconds = now - (task["_lease"]["claimed_at"] or now)
+        correction = correction_for(task, reviewer["name"], wire, label, (note or "").strip()[:2000] or None,
+                                    review_seconds, source, now)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.publisher.publish, correction)
+        except Exception as exc:
+            self.store.reopen(task_id)
+            raise ReviewError(503, f"the answer could not be published, try again ({exc})") from None
+        if wire == "escalate":
+            self.store.escalate_copy(task, now)
+        self.metrics.reviews.labels(queue, wire).inc()
+        self.metrics.latency.labels(queue).observe(review_seconds)
+        return correction

@@ -1,0 +1,63 @@
+"""Settings of the reviewer tools, built from the project's ``Settings`` plus defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ANALYST = "analyst"
+ESCALATION = "escalation"
+QUEUES = (ANALYST, ESCALATION)
+QUEUE_OF_TIER = {"review": ANALYST, "escalate": ESCALATION}
+TIER_OF_QUEUE = {ANALYST: "review", ESCALATION: "escalate"}
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """Every knob of the review server. ``from_settings`` reads ``review_*`` fields of
+    ``Settings`` when they exist (``Settings.review_lease_seconds`` -> ``lease_seconds``)."""
+
+    bootstrap: str | None = None
+    namespace: str = "loopline"
+    db_path: Path = Path(".loopline/review.sqlite3")
+    host: str = "127.0.0.1"
+    port: int = 6070
+    lease_seconds: float = 300.0
+    task_ttl_seconds: float = 7 * 86400.0
+    max_tasks: int = 100_000
+    masked_features: tuple[str, ...] = ("country", "account_age_days")
+    session_seconds: float = 12 * 3600.0
+    session_key: bytes = b"loopline-dev-key-change-me"
+    session_timeout_seconds: float = 6.0
+    page_size: int = 50
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "ReviewSettings":
+        values = {
+            "bootstrap": settings.kafka_bootstrap,
+            "namespace": settings.topic_namespace,
+            "db_path": Path(settings.data_dir) / "review.sqlite3",
+            "session_key": settings.snapshot_hmac_key.get_secret_value().encode(),
+            "session_timeout_seconds": settings.session_timeout_seconds,
+        }
+        for f in fields(cls):
+            v = getattr(settings, f"review_{f.name}", None)
+            if v is not None and f.name not in ("bootstrap", "namespace", "session_key"):
+                values[f.name] = tuple(v) if f.name == "masked_features" else v
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.namespace}-review-server"
+
+    def topic_of_queue(self, queue: str) -> str:
+        from streams.topics import TopicNames
+
+        t = TopicNames(self.namespace)
+        return t.review_analyst if queue == ANALYST else t.review_escalation
+
+    @property
+    def corrections_topic(self) -> str:
+        from streams.topics import TopicNames
+
+        return TopicNames(self.namespace).corrections

@@ -1,0 +1,272 @@
+"""The review server's state in one SQLite file: waiting tasks, leases, labels seen, reviewers.
+
+Guarantees:
+
+* a task is stored once per ``task_id`` (redelivered records are ignored);
+* bounded: tasks whose ``created_at`` is older than ``task_ttl_seconds`` are dropped
+  (counter ``dropped_ttl``), and beyond ``max_tasks`` waiting tasks the ones that would be
+  reviewed last (lowest priority, latest due_by) are dropped (counter ``dropped_overflow``);
+* a leased task is invisible to everyone else until its lease ends; an expired lease puts
+  it back in the queue (counter ``lease_expiries``);
+* ``complete`` succeeds once per task, only for the reviewer holding a live lease.
+
+Thread-safe (one connection behind a lock).
+
+>>> s = ReviewStore(":memory:", lease_seconds=60)
+>>> s.add_task({"task_id": "e1:review", "event_id": "e1", "model_name": "m", "tier": "review",
+...             "priority": 1, "due_by": 5, "created_at": 0,
+...             "prediction": {"predicted_label": "legit"}}, now=0)
+True
+>>> s.claim("e1:review", "ana", now=1)["task_id"]
+'e1:review'
+>>> s.waiting("analyst", now=2)
+[]
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from connectors.review.settings import ESCALATION, QUEUE_OF_TIER, QUEUES
+
+
+class LeaseError(Exception):
+    """The reviewer does not hold a live lease on the task (or it was answered already)."""
+
+
+class TaskNotFound(Exception):
+    """No task with this id is stored."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL, due_by INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, model_name TEXT NOT NULL, body TEXT NOT NULL,
+    leased_by TEXT, lease_until REAL, claimed_at REAL, done INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (done, queue, priority DESC, due_by);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);
+CREATE INDEX IF NOT EXISTS tasks_waiting ON tasks (done, queue, leased_by, created_at);
+CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE leased_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS labels (model_name TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (model_name, label));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reviewers (name TEXT PRIMARY KEY, role TEXT NOT NULL, pii_clearance INTEGER NOT NULL,
+    salt BLOB NOT NULL, hash BLOB NOT NULL);
+"""
+
+
+class ReviewStore:
+    """See the module docstring. ``now`` arguments are epoch seconds (floats)."""
+
+    def __init__(self, path: str | Path, lease_seconds: float = 300.0, task_ttl_seconds: float = 7 * 86400.0,
+                 max_tasks: int = 100_000) -> None:
+        self.path = str(path)
+        self.lease_seconds = lease_seconds
+        self.task_ttl_seconds = task_ttl_seconds
+        self.max_tasks = max_tasks
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ counters
+    def _bump(self, name: str, n: int = 1) -> None:
+        if n:
+            self._db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                             (name, n, n))
+
+    def counter(self, name: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+            return row[0] if row else 0
+
+    # ------------------------------------------------------------ tasks
+    def add_task(self, task: dict, now: float) -> bool:
+        """Store a decoded ReviewTask; False when its task_id is known or it is already too old."""
+        return self.add_tasks([task], now) == 1
+
+    def add_tasks(self, tasks: list[dict], now: float) -> int:
+        """Store decoded ReviewTasks in one transaction (bounds enforced once); how many were new."""
+        for task in tasks:
+            if task["tier"] not in QUEUE_OF_TIER:
+                raise ValueError(f"task {task['task_id']!r} has tier {task['tier']!r}, not a review tier")
+        added = 0
+        cutoff_ms = (now - self.task_ttl_seconds) * 1000
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for task in tasks:
+                    if task["created_at"] < cutoff_ms:
+                        self._bump("dropped_ttl")
+                        continue
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO tasks (task_id, queue, priority, due_by, created_at, model_name, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (task["task_id"], QUEUE_OF_TIER[task["tier"]], int(task["priority"]), int(task["due_by"]),
+                         int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default)))
+                    if cur.rowcount == 0:
+                        continue
+                    added += 1
+                    pred = task.get("prediction") or {}
+                    labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
+                    self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?)",
+                                         [(task["model_name"], lb) for lb in labels if lb])
+                if added:
+                    self._enforce_bounds(now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
+
+    def _enforce_bounds(self, now: float) -> None:
+        cutoff = int((now - self.task_ttl_seconds) * 1000)
+        cur = self._db.execute("DELETE FROM tasks WHERE created_at < ? AND done = 0", (cutoff,))
+        self._bump("dropped_ttl", cur.rowcount)
+        self._db.execute("DELETE FROM tasks WHERE created_at < ? AND done = 1", (cutoff,))
+        n = self._db.execute("SELECT COUNT(*) FROM tasks WHERE done = 0").fetchone()[0]
+        if n > self.max_tasks:
+            cur = self._db.execute(
+                "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE done = 0 "
+                "ORDER BY priority ASC, due_by DESC LIMIT ?)", (n - self.max_tasks,))
+            self._bump("dropped_overflow", cur.rowcount)
+
+    def expire_leases(self, now: float) -> int:
+        """Return tasks with an expired lease to their queue; how many."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM tasks WHERE leased_by IS NOT NULL AND lease_until < ? AND done = 0 "
+                                "LIMIT 1", (now,)).fetchone() is None:
+                return 0  # read-only fast path: no write transaction per page view
+            cur = self._db.execute("UPDATE tasks SET leased_by = NULL, lease_until = NULL, claimed_at = NULL "
+                                   "WHERE done = 0 AND leased_by IS NOT NULL AND lease_until < ?", (now,))
+            self._bump("lease_expiries", cur.rowcount)
+            return cur.rowcount
+
+    def waiting(self, queue: str, now: float, limit: int = 50) -> list[dict]:
+        """Unleased tasks of a queue, most urgent first (priority desc, then due_by)."""
+        self.expire_leases(now)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL "
+                "ORDER BY priority DESC, due_by ASC LIMIT ?", (queue, limit)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def queue_stats(self, now: float) -> dict[str, dict]:
+        """Per queue: waiting (unleased), leased, oldest waiting age in seconds (by created_at)."""
+        self.expire_leases(now)
+        out = {q: {"waiting": 0, "leased": 0, "oldest_age_seconds": 0.0} for q in QUEUES}
+        with self._lock:
+            for q in QUEUES:
+                total = self._db.execute("SELECT COUNT(*) FROM tasks WHERE done = 0 AND queue = ?", (q,)).fetchone()[0]
+                waiting, oldest = self._db.execute(
+                    "SELECT COUNT(*), MIN(created_at) FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL",
+                    (q,)).fetchone()
+                out[q] = {"waiting": waiting, "leased": total - waiting,
+                          "oldest_age_seconds": max(0.0, now - oldest / 1000.0) if oldest is not None else 0.0}
+        return out
+
+    def get(self, task_id: str) -> dict:
+        """The task with its lease state (``leased_by``, ``lease_until``, ``claimed_at``, ``done``)."""
+        with self._lock:
+            row = self._db.execute("SELECT body, leased_by, lease_until, claimed_at, done FROM tasks WHERE task_id = ?",
+                                   (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id)
+        task = json.loads(row[0])
+        task["_lease"] = {"leased_by": row[1], "lease_until": row[2], "claimed_at": row[3], "done": bool(row[4])}
+        return task
+
+    def claim(self, task_id: str, reviewer: str, now: float) -> dict:
+        """Lease a task to ``reviewer`` (renews an own live lease, keeping its claim time)."""
+        self.expire_leases(now)
+        with self._lock:
+            task = self.get(task_id)
+            lease = task["_lease"]
+            if lease["done"]:
+                raise LeaseError("this task has been answered already")
+            if lease["leased_by"] not in (None, reviewer):
+                raise LeaseError("another reviewer is working on this task")
+            claimed_at = lease["claimed_at"] if lease["leased_by"] == reviewer else now
+            self._db.execute("UPDATE tasks SET leased_by = ?, lease_until = ?, claimed_at = ? WHERE task_id = ?",
+                             (reviewer, now + self.lease_seconds, claimed_at, task_id))
+            return self.get(task_id)
+
+    def claim_next(self, queue: str, reviewer: str, now: float) -> dict | None:
+        with self._lock:
+            for task in self.waiting(queue, now, limit=1):
+                return self.claim(task["task_id"], reviewer, now)
+        return None
+
+    def check_lease(self, task_id: str, reviewer: str, now: float) -> dict:
+        """The task if ``reviewer`` holds a live lease on it, else :class:`LeaseError`."""
+        self.expire_leases(now)
+        task = self.get(task_id)
+        lease = task["_lease"]
+        if lease["done"]:
+            raise LeaseError("this task has been answered already")
+        if lease["leased_by"] != reviewer:
+            raise LeaseError("you do not hold the lease on this task (it expired or was never claimed)")
+        return task
+
+    def complete(self, task_id: str, reviewer: str, now: float) -> dict:
+        """Mark answered, atomically with the lease check; returns the task (with ``_lease``)."""
+        with self._lock:
+            task = self.check_lease(task_id, reviewer, now)
+            self._db.execute("UPDATE tasks SET done = 1 WHERE task_id = ?", (task_id,))
+            return task
+
+    def reopen(self, task_id: str) -> None:
+        """Undo ``complete`` (used when publishing the answer failed); the lease is kept."""
+        with self._lock:
+            self._db.execute("UPDATE tasks SET done = 0 WHERE task_id = ?", (task_id,))
+
+    def labels(self, model_name: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT label FROM labels WHERE model_name = ? ORDER BY label", (model_name,))]
+
+    def escalate_copy(self, task: dict, now: float) -> bool:
+        """Store an escalation copy of an analyst task (tier escalate, task_id ``<event_id>:escalate``)."""
+        copy = {k: v for k, v in task.items() if k != "_lease"}
+        copy.update(tier="escalate", task_id=f"{task['event_id']}:escalate")
+        assert QUEUE_OF_TIER[copy["tier"]] == ESCALATION
+        return self.add_task(copy, now)
+
+    # ------------------------------------------------------------ reviewers
+    def put_reviewer(self, name: str, role: str, pii_clearance: bool, salt: bytes, digest: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO reviewers VALUES (?, ?, ?, ?, ?)",
+                             (name, role, int(pii_clearance), salt, digest))
+
+    def reviewer(self, name: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT name, role, pii_clearance, salt, hash FROM reviewers WHERE name = ?",
+                                   (name,)).fetchone()
+        if row is None:
+            return None
+        return {"name": row[0], "role": row[1], "pii_clearance": bool(row[2]), "salt": row[3], "hash": row[4]}
+
+    def reviewers(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, role, pii_clearance FROM reviewers ORDER BY name").fetchall()
+        return [{"name": n, "role": r, "pii_clearance": bool(p)} for n, r, p in rows]
+
+    def remove_reviewer(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM reviewers WHERE name = ?", (name,)).rowcount > 0
+
+
+def _json_default(obj):
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if hasattr(obj, "timestamp"):
+        return int(obj.timestamp() * 1000)
+    raise TypeError(f"cannot store {type(obj).__name__} in a task")
