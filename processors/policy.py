@@ -1,0 +1,286 @@
+"""The tiered autonomy policy: every prediction gets one tier, one reason, one propensity.
+
+Rule precedence for one prediction — the first rule that matches decides:
+
+1. **escalate** rules of the model, in file order: risk rules
+   (``risk:amount>=10000``), then context rules (``context:country in [IR,KP]``),
+   then ``tiers.escalate.below_confidence`` (``confidence<0.5``);
+2. **review** rules: risk rules, then context rules, then confidence below the
+   predicted class's threshold (``confidence[fraud]<0.97``) or the global one
+   (``confidence<0.9``), then a new model version drawn for review at
+   ``new_version.review_rate`` (``new_model_version``);
+3. **auto** (``confidence>=0.9`` / ``confidence[legit]>=0.85``), audited with
+   probability ``audit_rate`` (reason ``audit``), or ``oversample_rate`` when
+   confidence is below ``oversample_below`` (reason ``oversample_low_confidence``);
+4. then the **budgets**, in input order: a review task that finds the review
+   bucket empty and has ``priority < defer_below_priority`` is *deferred*: it
+   becomes an auto decision with reason ``budget_deferred``, audited with
+   probability ``deferred_audit_rate``. Review tasks at or above the cut-off and
+   all escalations go out anyway and are counted as over budget. Audit tasks use
+   no budget (dropping them would bias the auto tier's error estimate).
+
+``sampling_propensity`` is the probability that the event reaches a human
+under the policy: 1.0 for review and escalate, the audit rate that applied for
+auto (so ``1 / propensity`` is the event's inverse-propensity weight). For an
+auto decision it is the probability *given the auto tier*: while a model
+version is new, the chance of reaching a human before the tier was known was
+higher, but the auto tier's error estimate needs the conditional one. Random
+draws are deterministic: ``blake2b(event_id, digest_size=16, salt=sampling_salt)``
+gives two independent uniforms in [0, 1) — the first for audits (and deferred
+audits), the second for new-version review — so a replay of the same events in
+the same order gives identical decisions (budgets run on event time).
+
+Priority (higher is more urgent) = the tier's ``priority`` (escalate 200,
+review 100, audit 0 by default) + ``round(100 * (1 - confidence))``; 0 when no
+task is created. ``due_by_ms`` = ``now_ms`` + the tier's SLA (audit tasks use
+the review SLA); 0 when no task is created.
+
+The policy lives in five small modules: :mod:`processors.policy_model` (the
+file format, validation, compiled rules), :mod:`processors.policy_rules` (the
+columns the rules read, risk/context masks), :mod:`processors.policy_eval`
+(precedence, sampling, budgets over columns), :mod:`processors.policy_state`
+(budget buckets, model-version ages) and this one (the public objects).
+
+>>> policy = Policy.from_toml('''
+... version = "p1"
+... [models.fraud.tiers.auto]
+... min_confidence = 0.9
+... [[models.fraud.tiers.escalate.risk]]
+... attribute = "amount"
+... op = ">="
+... value = 10000
+... ''')
+>>> evs = [{"event_id": f"e{i}", "model_name": "fraud", "model_version": "v1", "emitted_at": 0,
+...         "predicted_label": "legit", "confidence": c, "risk": {"amount": a}, "context": None}
+...        for i, (c, a) in enumerate([(0.95, 10.0), (0.5, 10.0), (0.99, 20000.0)])]
+>>> [(d.tier, d.reason, d.sampling_propensity) for d in policy.decide_batch(evs, now_ms=0)]
+[('auto', 'confidence>=0.9', 0.0), ('review', 'confidence<0.9', 1.0), ('escalate', 'risk:amount>=10000', 1.0)]
+"""
+from __future__ import annotations
+
+import operator
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from processors.errors import ConfigError
+from processors.frame import PredictionFrame
+from processors.policy_eval import GroupDecisions, apply_budgets, decide_group, uniforms
+from processors.policy_model import R_DEFERRED, TIERS, ModelPolicy, PolicySpec, config_error, parse_policy
+from processors.policy_rules import EventColumns, FrameColumns
+from processors.policy_state import RoutingState
+from processors.threshold_policy import FrameDecisions
+
+_get_model, _get_version = operator.itemgetter("model_name"), operator.itemgetter("model_version")
+
+
+@dataclass(slots=True)
+class Decision:
+    """The policy's answer for one prediction (the fields of a ``RoutingDecision`` it decides)."""
+
+    tier: str
+    reason: str
+    policy_version: str
+    model_version: str
+    sampling_propensity: float
+    audited: bool
+    priority: int
+    due_by_ms: int
+
+    @property
+    def needs_human(self) -> bool:
+        return self.tier != "auto" or self.audited
+
+
+class Policy:
+    """A validated policy plus its routing state; decides whole frames or batches of events.
+
+    Not thread-safe: one worker loop calls it. Use :class:`PolicyHolder` to replace
+    it while running.
+    """
+
+    def __init__(self, spec: PolicySpec, state: RoutingState | None = None) -> None:
+        self.spec = spec
+        self.state = state if state is not None else RoutingState(spec.budgets)
+        self._reason_lists: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> "Policy":
+        """Parse and validate; raises :class:`ConfigError` naming the bad field."""
+        return cls(parse_policy(text, source))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Policy":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise config_error("<file>", f"cannot read {path}: {exc}", str(path)) from exc
+        return cls.from_toml(text, source=str(path))
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    def model(self, name: str) -> ModelPolicy:
+        """The compiled rules that apply to model ``name`` (its section or the fallback)."""
+        return self.spec.model(name)
+
+    def reasons(self, model: str) -> list[str]:
+        """The reason dictionary of ``model``: ``reason_codes`` index into it. Do not mutate."""
+        mp = self.spec.model(model)
+        out = self._reason_lists.get(mp.name)
+        if out is None:
+            out = self._reason_lists[mp.name] = list(mp.reasons)
+        return out
+
+    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions:
+        """Decisions for one frame (one model version), as columns — the router's contract."""
+        mp = self.spec.model(frame.model_name)
+        cols = FrameColumns(frame)
+        g = decide_group(mp, frame.model_version, cols, now_ms, self.spec.salt, self.state)
+        if self.state.budgets:
+            apply_budgets(self.spec, self.state, g, cols.ids, cols.emitted, mp.audit_priority, mp.review_sla_ms,
+                           now_ms)
+        return FrameDecisions(self.spec.version, g.tiers, self.reasons(frame.model_name), g.codes, g.propensity,
+                              g.audited, g.priority, g.due)
+
+    def decide_batch(self, events: list[dict], now_ms: int) -> list[Decision]:
+        """One :class:`Decision` per decoded ``PredictionEvent`` dict, in input order.
+
+        Events of several models and versions may be mixed; budgets see them in input order.
+        """
+        n = len(events)
+        if n == 0:
+            return []
+        salt, state = self.spec.salt, self.state
+        models = set(map(_get_model, events))
+        model_versions = set(map(_get_version, events)) if len(models) == 1 else ()
+        if len(model_versions) == 1:  # the common case: one model version per batch
+            model, version = models.pop(), model_versions.pop()
+            mp = self.spec.model(model)
+            cols = EventColumns(events, model)
+            g = decide_group(mp, version, cols, now_ms, salt, state)
+            if state.budgets:
+                apply_budgets(self.spec, state, g, cols.ids, cols.emitted, mp.audit_priority, mp.review_sla_ms,
+                               now_ms)
+            rs = self.reasons(model)
+            reasons = [rs[c] for c in g.codes.tolist()]
+            versions = [version] * n
+        else:
+            groups: dict[tuple[str, str], list[int]] = {}
+            for i, e in enumerate(events):
+                groups.setdefault((e["model_name"], e["model_version"]), []).append(i)
+            g, emitted, reasons, versions, audit_prio, review_sla = self._decide_mixed(groups, events, now_ms)
+            if state.budgets:
+                ids = [e["event_id"] for e in events]
+                apply_budgets(self.spec, state, g, ids, emitted, audit_prio, review_sla, now_ms)
+                for i in np.flatnonzero(g.codes == R_DEFERRED).tolist():
+                    reasons[i] = "budget_deferred"
+        pv = self.spec.version
+        tiers = [TIERS[t] for t in g.tiers.tolist()]
+        return [Decision(t, r, pv, v, p, a, pr, d) for t, r, v, p, a, pr, d in zip(
+            tiers, reasons, versions, g.propensity.tolist(), g.audited.tolist(), g.priority.tolist(), g.due.tolist())]
+
+    def _decide_mixed(self, groups: dict, events: list[dict], now_ms: int):
+        n = len(events)
+        out = GroupDecisions(np.zeros(n, np.int8), np.zeros(n, np.int32), np.zeros(n), np.zeros(n, bool),
+                     np.zeros(n, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32))
+        emitted = np.zeros(n, dtype=np.int64)
+        audit_prio = np.zeros(n, dtype=np.int64)
+        review_sla = np.zeros(n, dtype=np.int64)
+        reasons: list = [None] * n
+        versions: list = [None] * n
+        for (model, version), idx in groups.items():
+            mp = self.spec.model(model)
+            cols = EventColumns([events[i] for i in idx], model)
+            g = decide_group(mp, version, cols, now_ms, self.spec.salt, self.state)
+            ix = np.asarray(idx, dtype=np.intp)
+            for name in GroupDecisions.__slots__:
+                getattr(out, name)[ix] = getattr(g, name)
+            emitted[ix] = cols.emitted
+            audit_prio[ix] = mp.audit_priority
+            review_sla[ix] = mp.review_sla_ms
+            rs = self.reasons(model)
+            for i, c in zip(idx, g.codes.tolist()):
+                reasons[i] = rs[c]
+                versions[i] = version
+        return out, emitted, reasons, versions, audit_prio, review_sla
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """What a replacement did, for the log and the policy-events topic."""
+
+    old_version: str
+    new_version: str
+    changed_at_ms: int
+    source: str
+    changed: bool
+
+
+class PolicyHolder:
+    """The policy in force; :meth:`replace` swaps in a new one atomically or not at all.
+
+    >>> holder = PolicyHolder(Policy.from_toml('version = "1"'))
+    >>> holder.replace('version = "2"', now_ms=5).new_version
+    '2'
+    >>> holder.replace('version = "3"\\nbogus = 1')
+    Traceback (most recent call last):
+    ...
+    processors.errors.ConfigError: bogus: unknown option (known here: ...) (policy <replace>)
+    >>> holder.version
+    '2'
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PolicyHolder":
+        return cls(Policy.from_file(path))
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def version(self) -> str:
+        return self._policy.version
+
+    def replace(self, text: str, source: str = "<replace>", now_ms: int | None = None) -> PolicyChange:
+        """Validate ``text`` and make it the policy in force, keeping budgets and version ages.
+
+        On any error the old policy stays in force and :class:`ConfigError` is raised.
+        The same version with different content is refused: decisions name the
+        policy version, so one version must mean one rule set.
+        """
+        new = Policy.from_toml(text, source)
+        old = self._policy
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if new.version == old.version:
+            if new.spec.digest != old.spec.digest:
+                raise config_error("version", f"is still {old.version!r} but the rules changed: bump the version",
+                                   source)
+            return PolicyChange(old.version, new.version, now_ms, source, changed=False)
+        new.state.adopt(old.state)
+        self._policy = new  # one reference assignment: callers see the old or the new policy, never a mix
+        return PolicyChange(old.version, new.version, now_ms, source, changed=True)
+
+    def replace_from_file(self, path: str | Path, now_ms: int | None = None) -> PolicyChange:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise config_error("<file>", f"cannot read {path}: {exc}", str(path)) from exc
+        return self.replace(text, source=str(path), now_ms=now_ms)
+
+    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions:
+        return self._policy.decide_frame(frame, now_ms)
+
+    def decide_batch(self, events: list[dict], now_ms: int) -> list[Decision]:
+        return self._policy.decide_batch(events, now_ms)
+
+
+__all__ = ["ConfigError", "Decision", "Policy", "PolicyChange", "PolicyHolder", "uniforms"]

@@ -1,0 +1,369 @@
+"""The routing policy file: parsing, validation and the compiled per-model rules.
+
+A policy file is TOML (``policies/example.toml`` documents every option)::
+
+    version = "fraud-2024-06-01"          # required; recorded on every decision
+    sampling_salt = "loopline"            # optional; changes every audit draw
+    [defaults]                            # a model section every model starts from
+    [models.fraud]                        # overrides for the model named "fraud"
+    [models."*"]                          # used for models without a section
+    [budget.review]                       # global review budget (see processors.policy_state)
+    [budget.escalate]
+
+A model's effective section is ``[defaults]`` deep-merged with ``[models.<name>]``
+(or ``[models."*"]`` for a model without a section): tables merge key by key,
+everything else — including rule lists — is replaced. Unknown options are
+errors, so a typo never silently disables a rule.
+
+Every validation error is a :class:`~processors.errors.ConfigError` whose
+message starts with the dotted path of the bad field, and whose ``field``
+attribute holds that path:
+
+>>> try:
+...     parse_policy('version = "1"\\n[models.fraud.tiers.auto]\\nmin_confidence = "high"')
+... except ConfigError as exc:
+...     print(exc.field); print(exc)
+models.fraud.tiers.auto.min_confidence
+models.fraud.tiers.auto.min_confidence: must be a number in [0, 1], got 'high' (policy <string>)
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from processors.errors import ConfigError
+
+TIERS = ("auto", "review", "escalate")
+AUTO, REVIEW, ESCALATE = 0, 1, 2
+OPS = (">=", ">", "<=", "<", "==", "!=")
+
+# reason codes every model's reason dictionary starts with
+R_AUDIT, R_OVERSAMPLE, R_DEFERRED, R_NEW_VERSION = 0, 1, 2, 3
+FIXED_REASONS = ("audit", "oversample_low_confidence", "budget_deferred", "new_model_version")
+
+_MISSING = object()
+
+
+def config_error(path: str, problem: str, source: str) -> ConfigError:
+    """A :class:`ConfigError` naming ``path`` (also kept as ``.field``)."""
+    err = ConfigError(f"{path}: {problem} (policy {source})")
+    err.field = path  # type: ignore[attr-defined]
+    err.source = source  # type: ignore[attr-defined]
+    return err
+
+
+def _show(value: Any) -> str:
+    return f"a {type(value).__name__}" if isinstance(value, (dict, list)) else repr(value)
+
+
+def fmt_number(x: float) -> str:
+    """Numbers in reason strings: ``10000`` not ``10000.0``, ``0.9`` not ``0.90000``."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return repr(float(x))
+
+
+class _Table:
+    """Typed, path-aware reads from one TOML table; ``finish`` rejects unknown keys."""
+
+    def __init__(self, data: Any, path: str, source: str) -> None:
+        if not isinstance(data, dict):
+            raise config_error(path, f"must be a table, got {_show(data)}", source)
+        self.data, self.path, self.source = data, path, source
+        self._seen: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return config_error(self.at(key), problem, self.source)
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        self._seen.add(key)
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise self.error(key, "is required")
+        return default
+
+    def number(self, key: str, default: Any = _MISSING, lo: float = -math.inf, hi: float = math.inf,
+               lo_open: bool = False) -> Any:
+        v = self.raw(key, default)
+        if v is None and default is None:
+            return None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            if lo == 0 and hi == 1 and not lo_open:
+                want = "a number in [0, 1]"
+            elif hi == math.inf:
+                want = f"a number {'>' if lo_open else '>='} {fmt_number(lo)}"
+            else:
+                want = "a finite number"
+            raise self.error(key, f"must be {want}, got {_show(v)}")
+        return float(v)
+
+    def integer(self, key: str, default: Any = _MISSING, lo: int | None = None) -> Any:
+        v = self.raw(key, default)
+        if v is None and default is None:
+            return None
+        if not isinstance(v, int) or isinstance(v, bool) or (lo is not None and v < lo):
+            want = "an integer" if lo is None else f"an integer >= {lo}"
+            raise self.error(key, f"must be {want}, got {_show(v)}")
+        return v
+
+    def string(self, key: str, default: Any = _MISSING, choices: tuple[str, ...] = ()) -> Any:
+        v = self.raw(key, default)
+        if v is None and default is None:
+            return None
+        if not isinstance(v, str) or not v or (choices and v not in choices):
+            want = f"one of {', '.join(choices)}" if choices else "a non-empty string"
+            raise self.error(key, f"must be {want}, got {_show(v)}")
+        return v
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.raw(key, default)
+        if not isinstance(v, bool):
+            raise self.error(key, f"must be true or false, got {_show(v)}")
+        return v
+
+    def strings(self, key: str, default: Any = _MISSING) -> tuple[str, ...]:
+        v = self.raw(key, default)
+        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+            raise self.error(key, f"must be a list of non-empty strings, got {_show(v)}")
+        return tuple(v)
+
+    def table(self, key: str) -> "_Table":
+        return _Table(self.raw(key, {}), self.at(key), self.source)
+
+    def tables(self, key: str) -> list["_Table"]:
+        v = self.raw(key, [])
+        if not isinstance(v, list):
+            raise self.error(key, f"must be a list of tables, got {_show(v)}")
+        return [_Table(t, f"{self.at(key)}[{i}]", self.source) for i, t in enumerate(v)]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], f"unknown option (known here: {', '.join(sorted(self._seen))})")
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRule:
+    """``risk[attribute] <op> value`` fires the rule; a missing attribute fires only with ``match_missing``."""
+
+    attribute: str
+    op: str
+    value: float
+    match_missing: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRule:
+    """``context[attribute]`` in (or, with ``negate``, not in) ``values``."""
+
+    attribute: str
+    values: frozenset
+    negate: bool
+    match_missing: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    """The compiled rules for one model (times in milliseconds)."""
+
+    name: str
+    positive_label: str | None
+    min_confidence: float
+    min_confidence_by_class: Mapping[str, float]
+    audit_rate: float
+    oversample_below: float | None
+    oversample_rate: float
+    audit_priority: int
+    review_sla_ms: int
+    review_priority: int
+    review_rules: tuple
+    escalate_sla_ms: int
+    escalate_priority: int
+    escalate_below_confidence: float | None
+    escalate_rules: tuple
+    new_version_rate: float
+    new_version_events: int
+    new_version_ms: int
+    established_versions: frozenset
+    reasons: tuple[str, ...] = ()
+    codes: Mapping[str, int] = field(default_factory=dict)
+
+    def code(self, reason: str) -> int:
+        return self.codes[reason]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    """Tasks per minute for one tier, as a token bucket of ``burst`` tokens on event time."""
+
+    tier: str
+    tasks_per_minute: float
+    burst: float
+    defer_below_priority: int | None
+    deferred_audit_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A validated policy file."""
+
+    version: str
+    description: str
+    salt: bytes
+    models: Mapping[str, ModelPolicy]
+    fallback: ModelPolicy
+    budgets: Mapping[str, BudgetSpec]
+    source: str
+    digest: str
+
+    def model(self, name: str) -> ModelPolicy:
+        return self.models.get(name, self.fallback)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _risk_rule(t: _Table) -> RiskRule:
+    attr = t.string("attribute")
+    op = t.string("op", choices=OPS)
+    value = t.number("value")
+    rule = RiskRule(attr, op, value, t.boolean("match_missing", False), f"risk:{attr}{op}{fmt_number(value)}")
+    t.finish()
+    return rule
+
+
+def _context_rule(t: _Table) -> ContextRule:
+    attr = t.string("attribute")
+    has_in, has_not = "in" in t.data, "not_in" in t.data
+    if has_in == has_not:
+        raise t.error("in", "give exactly one of 'in' or 'not_in'")
+    key = "in" if has_in else "not_in"
+    values = t.strings(key)
+    words = "in" if has_in else "not in"
+    rule = ContextRule(attr, frozenset(values), not has_in, t.boolean("match_missing", False),
+                       f"context:{attr} {words} [{','.join(values)}]")
+    t.finish()
+    return rule
+
+
+def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
+    """Validate one (possibly partial) model section and compile it with built-in defaults."""
+    m = _Table(data, path, source)
+    positive = m.string("positive_label", None)
+    tiers = m.table("tiers")
+    a, r, e = tiers.table("auto"), tiers.table("review"), tiers.table("escalate")
+    tiers.finish()
+    min_conf = a.number("min_confidence", 0.9, 0, 1)
+    by_class_t = a.table("min_confidence_by_class")
+    by_class = {k: by_class_t.number(k, lo=0, hi=1) for k in list(by_class_t.data)}
+    by_class_t.finish()
+    audit_rate = a.number("audit_rate", 0.0, 0, 1)
+    band = a.number("oversample_below", None, 0, 1)
+    over_rate = a.number("oversample_rate", audit_rate, 0, 1)
+    if over_rate < audit_rate:
+        raise a.error("oversample_rate", f"must be >= audit_rate ({fmt_number(audit_rate)}), got {over_rate!r}")
+    if "oversample_rate" in a.data and band is None:
+        raise a.error("oversample_below", "is required when oversample_rate is set")
+    audit_priority = a.integer("priority", 0)
+    a.finish()
+    review_sla = r.number("sla_minutes", 240.0, 0, lo_open=True)
+    review_priority = r.integer("priority", 100)
+    review_rules = tuple([_risk_rule(t) for t in r.tables("risk")] + [_context_rule(t) for t in r.tables("context")])
+    r.finish()
+    esc_sla = e.number("sla_minutes", 60.0, 0, lo_open=True)
+    esc_priority = e.integer("priority", 200)
+    esc_below = e.number("below_confidence", None, 0, 1)
+    esc_rules = tuple([_risk_rule(t) for t in e.tables("risk")] + [_context_rule(t) for t in e.tables("context")])
+    e.finish()
+    nv = m.table("new_version")
+    nv_rate = nv.number("review_rate", 0.0, 0, 1)
+    nv_events = nv.integer("events", 0, lo=0)
+    nv_hours = nv.number("hours", 0.0, 0)
+    established = frozenset(nv.strings("established", []))
+    if nv_rate > 0 and not nv_events and not nv_hours:
+        raise nv.error("events", "set events and/or hours when review_rate > 0 (how long a version counts as new)")
+    nv.finish()
+    m.finish()
+    reasons = list(FIXED_REASONS)
+    reasons += [f"confidence>={fmt_number(min_conf)}", f"confidence<{fmt_number(min_conf)}"]
+    for label, thr in by_class.items():
+        reasons += [f"confidence[{label}]>={fmt_number(thr)}", f"confidence[{label}]<{fmt_number(thr)}"]
+    if esc_below is not None:
+        reasons.append(f"confidence<{fmt_number(esc_below)}")
+    reasons += [rule.reason for rule in esc_rules + review_rules]
+    reasons = list(dict.fromkeys(reasons))  # a reason string may be produced by two rules
+    return ModelPolicy(
+        name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
+        round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
+        esc_below, esc_rules, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
+        tuple(reasons), MappingProxyType({s: i for i, s in enumerate(reasons)}))
+
+
+def _budget(t: _Table, tier: str) -> BudgetSpec:
+    rate = t.number("tasks_per_minute", lo=0, lo_open=True)
+    burst = t.number("burst", max(rate, 1.0), lo=1)
+    if tier == "escalate":
+        defer, deferred_rate = None, 0.0  # escalations are never deferred
+    else:
+        defer = t.integer("defer_below_priority", None)
+        deferred_rate = t.number("deferred_audit_rate", 0.0, 0, 1)
+    spec = BudgetSpec(tier, rate, burst, defer, deferred_rate)
+    t.finish()
+    return spec
+
+
+def parse_policy(text: str, source: str = "<string>") -> PolicySpec:
+    """Parse and validate a policy file; raise :class:`ConfigError` naming the bad field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise config_error("<toml>", f"not valid TOML: {exc}", source) from exc
+    top = _Table(data, "", source)
+    version = top.string("version")
+    description = top.raw("description", "")
+    if not isinstance(description, str):
+        raise top.error("description", f"must be a string, got {_show(description)}")
+    salt_text = top.string("sampling_salt", "loopline")
+    defaults = top.table("defaults").data
+    _model(defaults, "defaults", "defaults", source)  # errors in [defaults] name [defaults]
+    models_t = top.table("models")
+    models: dict[str, ModelPolicy] = {}
+    fallback = None
+    for name in list(models_t.data):
+        section = models_t.table(name)
+        _model(section.data, section.path, name, source)  # errors name the model's own field
+        compiled = _model(_merge(defaults, section.data), section.path, name, source)
+        if name == "*":
+            fallback = compiled
+        else:
+            models[name] = compiled
+    models_t.finish()
+    if fallback is None:
+        fallback = _model(defaults, "defaults", "*", source)
+    budget_t = top.table("budget")
+    budgets = {}
+    for tier in ("review", "escalate"):
+        if tier in budget_t.data:
+            budgets[tier] = _budget(budget_t.table(tier), tier)
+    budget_t.finish()
+    top.finish()
+    salt = hashlib.blake2b(salt_text.encode(), digest_size=16).digest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return PolicySpec(version, description, salt, MappingProxyType(models), fallback,
+                      MappingProxyType(budgets), source, digest)
