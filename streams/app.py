@@ -54,6 +54,20 @@ def apply_fetch_max_wait(wait_ms: int) -> None:
     cls._create_worker_consumer = create
 
 
+def build_policy(settings: Settings):
+    """The tiered policy from ``LOOPLINE_POLICY_FILE``, else the two-threshold foundation policy.
+
+    An invalid policy file raises ``ConfigError`` naming the bad field.
+    """
+    if settings.policy_file:
+        from processors.policy import PolicyHolder
+
+        return PolicyHolder.from_file(settings.policy_file)
+    return ThresholdPolicy(auto=settings.auto_confidence_threshold,
+                           escalate=settings.escalate_confidence_threshold,
+                           sla_ms=int(settings.review_sla_seconds * 1000))
+
+
 def build_serde(settings: Settings, registry: SchemaRegistry | None = None) -> AvroSerde:
     registry = registry or SchemaRegistry.load()
     if settings.schema_registry_url:
@@ -73,9 +87,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.serde = build_serde(settings)
         self.metrics = WorkerMetrics()
-        self.policy = ThresholdPolicy(auto=settings.auto_confidence_threshold,
-                                      escalate=settings.escalate_confidence_threshold,
-                                      sla_ms=int(settings.review_sla_seconds * 1000))
+        self.policy = build_policy(settings)
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              worker=self.worker_id)
         self.ready = False

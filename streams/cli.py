@@ -86,13 +86,17 @@ def cmd_topics(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from processors.errors import LooplineError
     from streams.app import run_worker
 
     settings = _settings()
     _require_bootstrap(settings)
     try:
         settings.agent_set
-    except ValueError as exc:
+        from streams.app import build_policy
+
+        build_policy(settings)
+    except (ValueError, LooplineError) as exc:
         fail(str(exc))
     run_worker(settings)
     return 0

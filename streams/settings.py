@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     producer_batch_size: int = Field(500, ge=1, description="predictions per PredictionBatch record sent by PredictionProducer")
     producer_linger_ms: int = Field(20, ge=0)
     max_clock_skew_seconds: float = Field(300.0, ge=0, description="emitted_at further ahead than this is invalid")
+    policy_file: Path | None = Field(None, description="tiered routing policy (TOML, see policies/example.toml); unset = the two confidence thresholds below")
     auto_confidence_threshold: float = Field(0.9, ge=0, le=1, description="foundation policy: confidence >= this is auto-approved")
     escalate_confidence_threshold: float = Field(0.6, ge=0, le=1, description="foundation policy: confidence < this is escalated")
     review_sla_seconds: float = Field(3600.0, gt=0)

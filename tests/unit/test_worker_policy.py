@@ -1,0 +1,42 @@
+"""The worker routes with the tiered policy file when LOOPLINE_POLICY_FILE is set (no broker needed)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from benchmarks.events import make_events
+from connectors.processes import loopline_exe
+from processors.frame import batch_from_events
+from processors.policy import PolicyHolder
+from processors.router import InputRecord
+from processors.serde import PREDICTION_BATCH
+from processors.threshold_policy import ThresholdPolicy
+from streams.app import Worker
+from streams.settings import Settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.toml"
+
+
+def test_worker_uses_policy_file(tmp_path):
+    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", policy_file=EXAMPLE, data_dir=tmp_path, agents="route"))
+    assert isinstance(w.policy, PolicyHolder)
+    events = make_events(200, start_ms=1_800_000_000_000 - 1000)
+    res = w.router.route([InputRecord(w.serde.encode(PREDICTION_BATCH, batch_from_events(events)), "p", 0, 0)],
+                         now_ms=1_800_000_000_000)
+    assert res.decided == 200
+    assert all(r.decisions.policy_version == w.policy.version for r in res.routed)
+
+
+def test_default_is_threshold_policy(tmp_path):
+    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path))
+    assert isinstance(w.policy, ThresholdPolicy)
+
+
+def test_invalid_policy_file_stops_worker_with_a_sentence(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace('version = "', 'version = 12 #"', 1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env.update(LOOPLINE_KAFKA_BOOTSTRAP="127.0.0.1:1", LOOPLINE_POLICY_FILE=str(bad))
+    r = subprocess.run([loopline_exe(), "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "version" in r.stderr, r.stderr
