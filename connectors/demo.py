@@ -54,11 +54,16 @@ def run_demo(args) -> int:
         "data_dir": Path(tempfile.mkdtemp(prefix="loopline-demo-")),
     })
     worker = None
+    review = None
     try:
         create_topics(bootstrap, settings.topics.all(), settings.partitions, compacted=settings.topics.compacted())
         print(f"[demo] broker {bootstrap}{' (embedded)' if broker else ''}; starting worker ...", flush=True)
         worker = WorkerProcess(settings, out / "worker.log").start()
         print(f"[demo] worker ready: {worker.base_url}/metrics", flush=True)
+        from connectors.review.embedded import start_review_server
+
+        review, password = start_review_server(settings, demo_login=True)
+        print(f"[demo] review queue: {review.url}  (login: demo / {password})", flush=True)
         traffic = FraudTraffic(seed=args.seed, n_events=n, feature_shift_at=SHIFT_AT, concept_drift_at=DRIFT_AT,
                                events_per_second=n / duration, start_ms=int(time.time() * 1000))
         reviewers = SimulatedReviewers(seed=args.seed, reviewers=default_reviewers(adversarial=True))
@@ -78,8 +83,9 @@ def run_demo(args) -> int:
         for line in summary["table_lines"]:
             print(line)
         if args.keep_running:
-            print(f"[demo] still running (Ctrl-C to stop): LOOPLINE_KAFKA_BOOTSTRAP={bootstrap} "
-                  f"LOOPLINE_TOPIC_NAMESPACE={ns}; metrics {worker.base_url}/metrics", flush=True)
+            print(f"[demo] still running (Ctrl-C to stop): review queue {review.url} (login demo / {password}); "
+                  f"LOOPLINE_KAFKA_BOOTSTRAP={bootstrap} LOOPLINE_TOPIC_NAMESPACE={ns}; "
+                  f"metrics {worker.base_url}/metrics", flush=True)
             try:
                 while worker.proc.poll() is None:
                     time.sleep(0.5)
@@ -87,6 +93,8 @@ def run_demo(args) -> int:
                 pass
         return 0 if summary["decided"] == summary["sent"] else 1
     finally:
+        if review:
+            review.stop()
         if worker:
             worker.stop()
         if broker:

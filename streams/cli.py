@@ -118,13 +118,20 @@ def cmd_up(args) -> int:
     try:
         create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
                       settings.replication_factor, compacted=settings.topics.compacted())
+        from connectors.review.embedded import start_review_server
+
+        review, _ = start_review_server(settings)
         print(f"Loopline is up. Kafka: {settings.kafka_bootstrap}"
               f"{' (embedded)' if broker else ''}\n"
               f"  metrics  http://{settings.web_host}:{settings.web_port}/metrics\n"
               f"  health   http://{settings.web_host}:{settings.web_port}/healthz  /readyz\n"
+              f"  review   {review.url}  (add reviewers with `loopline reviewers add NAME --role analyst`)\n"
               f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
               flush=True)
-        run_worker(settings)
+        try:
+            run_worker(settings)
+        finally:
+            review.stop()
     except BrokerError as exc:
         fail(str(exc))
     finally:

@@ -19,6 +19,7 @@ def test_demo_small_run(tmp_path):
                        env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "sent    6,000" in r.stdout and "decided    6,000" in r.stdout
+    assert "[demo] review queue: http://127.0.0.1:" in r.stdout and "(login: demo / " in r.stdout
     report = (out / "report.md").read_text()
     assert "| analyst workload vs reviewing everything | -60% |" in report
     for png in ("workload.png", "drift_ground_truth.png", "errors_vs_budget.png"):

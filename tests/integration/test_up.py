@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -25,6 +26,9 @@ def test_up_serves_health_and_metrics_then_stops(tmp_path):
     try:
         first = proc.stdout.readline()
         assert first.startswith("Loopline is up. Kafka: 127.0.0.1:") and "(embedded)" in first
+        lines = [proc.stdout.readline() for _ in range(3)]
+        review_url = lines[2].split()[1]
+        assert lines[2].strip().startswith("review") and review_url.startswith("http://127.0.0.1:")
         broker_port = int(first.split("127.0.0.1:")[1].split()[0])
         deadline = time.monotonic() + 90
         ready = None
@@ -41,6 +45,11 @@ def test_up_serves_health_and_metrics_then_stops(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             assert "text/plain" in r.headers["Content-Type"]
             assert "# TYPE loopline_input_records_total counter" in r.read().decode()
+        try:  # the review server answers, and refuses an anonymous API call
+            urllib.request.urlopen(review_url + "/api/queues", timeout=5)
+            raise AssertionError("anonymous API call was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
