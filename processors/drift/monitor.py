@@ -1,0 +1,406 @@
+"""``DriftMonitor``: verdicts for one model from merged, additive counts.
+
+The monitor is the only place where drift is *decided*. It ingests summaries
+(from its own :class:`~processors.drift.sketch.DriftSketch` in a single
+process, or from every worker's sketch, merged or not), and evaluates each
+time bucket once, when ``advance(watermark_ms)`` passes the bucket's end:
+
+* **reference** — until a version has a reference (a pinned baseline or its
+  first ``reference_events`` predictions by ``(emitted_at, event_id)``), rows
+  arrive raw; when ``reference_events`` rows lie before the watermark the
+  profile is built, every detector is calibrated, and the remaining rows are
+  binned. A new model version starts its own reference; at most
+  ``max_versions`` versions are tracked (the least recently active is dropped,
+  resolving its alarms). :meth:`profiles` returns the frozen profiles for the
+  workers' sketches (:meth:`DriftSketch.set_reference`);
+* **evaluation** — per bucket with data: window tests on the sum of the last
+  ``window_buckets`` buckets, the rank CUSUM on the bucket, the error CUSUM on
+  the bucket's outcomes; each detector's :class:`Hysteresis` turns scores into
+  ``started``/``ongoing``/``resolved`` DriftEvent dicts.
+
+Because verdicts depend only on summed integer counts and on the bucket
+sequence, N workers give exactly the verdicts of one.
+
+>>> import numpy as np
+>>> cfg = DriftConfig(reference_events=500, bucket_ms=100, window_buckets=4, calibration_budgets=10)
+>>> m = DriftMonitor("m", cfg)
+>>> rng = np.random.default_rng(3)
+>>> def events(lo, hi, shift=0.0):
+...     return [{"event_id": f"e{i}", "model_name": "m", "model_version": "v1", "emitted_at": i,
+...              "features_numeric": {"x": float(rng.normal(shift))}, "features_categorical": {},
+...              "predicted_label": "a", "confidence": 0.9} for i in range(lo, hi)]
+>>> m.update(events(0, 3000))
+[]
+>>> [(e["signal"], e["detector"], e["state"]) for e in m.update(events(3000, 4000, shift=1.0))]
+[('x', 'rank_cusum', 'started'), ('x', 'psi', 'started')]
+>>> m.status()["signals"]["x"]["active"]
+True
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from processors.drift.columns import Columns
+from processors.drift.config import DriftConfig
+from processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
+from processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
+from processors.drift.sketch import DriftSketch, add_counts, count_buckets, count_outcomes
+from processors.errors import ConfigError
+
+
+class _Slot:
+    """One detector on one signal of one version."""
+
+    __slots__ = ("signal", "index", "detector", "hysteresis", "score", "threshold", "n", "window")
+
+    def __init__(self, signal: str, index: int, detector, hysteresis: Hysteresis, window: str) -> None:
+        self.signal, self.index, self.detector, self.hysteresis = signal, index, detector, hysteresis
+        self.score, self.threshold, self.n, self.window = math.nan, detector.calibration.threshold, 0, window
+
+
+class _Version:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.profile: ReferenceProfile | None = None
+        self.pool: list[Columns] = []
+        self.pool_rows = 0
+        self.out_pool: list[Columns] = []
+        self.ring: dict[int, np.ndarray] = {}
+        self.out_ring: dict[int, np.ndarray] = {}
+        self.slots: list[_Slot] = []
+        self.error_slot: _Slot | None = None
+        self.last_pred = -(1 << 62)
+        self.last_out = -(1 << 62)
+        self.last_ms = -1
+        self.dropped = 0
+        self.late = 0
+
+
+class DriftMonitor:
+    """Drift verdicts for one model (see the module docstring).
+
+    Parameters
+    ----------
+    model_name
+        The model watched.
+    config
+        Drift settings.
+    baselines
+        Pinned reference profiles (from :class:`~processors.drift.baseline.BaselineBuilder`),
+        used instead of the first events for their versions.
+    """
+
+    def __init__(self, model_name: str, config: DriftConfig | None = None,
+                 baselines: list[ReferenceProfile] | tuple = ()) -> None:
+        self.model_name = model_name
+        self.config = config or DriftConfig()
+        self.baselines = tuple(baselines)
+        self._pinned = {p.model_version: p for p in self.baselines}
+        self._versions: dict[str, _Version] = {}
+        self._sketch = DriftSketch(model_name, self.config)
+        self._pending: list[dict] = []
+        self._detections: dict[tuple[str, str], int] = {}
+        for p in self.baselines:
+            if p.model_name != model_name:
+                raise ConfigError(f"baseline of model {p.model_name!r} given to the monitor of {model_name!r}")
+            self._sketch.set_reference(p)
+
+    # ---- single process -------------------------------------------------
+    def update(self, predictions=(), outcomes: list[dict] | None = None, watermark_ms: int | None = None) -> list[dict]:
+        """Count a batch and evaluate every bucket that closed: the single-worker path.
+
+        ``predictions``: decoded ``PredictionEvent`` dicts or frames; ``outcomes``:
+        ``{"model_version", "event_id", "time_ms", "error"}`` dicts or ``TrainingExample``
+        dicts. The watermark defaults to the latest event time seen.
+        """
+        self._sketch.update(predictions, outcomes)
+        return self._flush(watermark_ms)
+
+    def update_columns(self, model_version: str, rows: Columns | None = None, outcomes: Columns | None = None,
+                       watermark_ms: int | None = None) -> list[dict]:
+        """:meth:`update` for callers that already hold columns (see :class:`Columns`)."""
+        self._sketch.update_columns(model_version, rows, outcomes)
+        return self._flush(watermark_ms)
+
+    def _flush(self, watermark_ms: int | None) -> list[dict]:
+        summary = self._sketch.summary()
+        self.ingest(summary)
+        events = self.advance(summary["watermark_ms"] if watermark_ms is None else watermark_ms)
+        for p in self.profiles().values():
+            self._sketch.set_reference(p)
+        return events
+
+    # ---- merge path -----------------------------------------------------
+    def ingest(self, summary: dict) -> None:
+        """Add a (worker's or merged) summary; nothing is evaluated until :meth:`advance`."""
+        if summary["model_name"] != self.model_name:
+            raise ConfigError(f"summary of model {summary['model_name']!r} given to the monitor of {self.model_name!r}")
+        bucket_ms = self.config.bucket_ms
+        for name, part in summary["versions"].items():
+            vs = self._version(name)
+            vs.dropped += part["dropped"]
+            if part["rows"] is not None:
+                rows = Columns.from_json(part["rows"])
+                if len(rows):
+                    vs.last_ms = max(vs.last_ms, int(rows.t.max()))
+                if vs.profile is None:
+                    vs.pool.append(rows)
+                    vs.pool_rows += len(rows)
+                    self._cap_pool(vs)
+                else:
+                    self._add_pred(vs, count_buckets(vs.profile, rows, bucket_ms))
+            if part["buckets"]:
+                if vs.profile is None or part["fingerprint"] != vs.profile.fingerprint:
+                    raise ConfigError(f"version {name}: counts binned with a reference layout "
+                                      "this monitor does not hold")
+                counts = {int(b): np.asarray(c, np.int64) for b, c in part["buckets"].items()}
+                vs.last_ms = max(vs.last_ms, (max(counts) + 1) * bucket_ms - 1)
+                self._add_pred(vs, counts)
+            if part["outcomes"] is not None:
+                out = Columns.from_json(part["outcomes"])
+                if len(out):
+                    vs.last_ms = max(vs.last_ms, int(out.t.max()))
+                if vs.error_slot is None:
+                    vs.out_pool.append(out)
+                else:
+                    self._add_out(vs, count_outcomes(out, bucket_ms))
+            if part["outcome_buckets"]:
+                self._add_out(vs, {int(b): np.asarray(c, np.int64) for b, c in part["outcome_buckets"].items()})
+            self._force_pending(vs)
+        self._evict()
+
+    def advance(self, watermark_ms: int) -> list[dict]:
+        """Evaluate every bucket ending at or before ``watermark_ms``; return DriftEvent dicts."""
+        events, self._pending = self._pending, []
+        bucket_ms, w = self.config.bucket_ms, int(watermark_ms)
+        closed = w // bucket_ms  # buckets < closed have ended
+        for name in sorted(self._versions):
+            vs = self._versions[name]
+            if vs.profile is None:
+                self._freeze_predictions(vs, w)
+            if vs.error_slot is None:
+                self._freeze_outcomes(vs, w)
+            todo = sorted({b for b in vs.ring if vs.last_pred < b < closed}
+                          | {b for b in vs.out_ring if vs.last_out < b < closed})
+            for b in todo:
+                self._evaluate(vs, b, events)
+            self._prune(vs)
+        events.sort(key=lambda e: e["detected_at"])
+        return events
+
+    def profiles(self) -> dict[str, ReferenceProfile]:
+        """Frozen reference profiles by version: publish them to the workers' sketches."""
+        return {n: v.profile for n, v in self._versions.items() if v.profile is not None}
+
+    # ---- reports --------------------------------------------------------
+    def status(self, version: str | None = None) -> dict:
+        """Per signal and detector: score, threshold, active — for review insights and metrics."""
+        name = version
+        if name is None and self._versions:
+            name = max(self._versions, key=lambda n: (self._versions[n].last_ms, n))
+        vs = self._versions.get(name) if name is not None else None
+        out = {"model_name": self.model_name, "model_version": name, "phase": "idle", "signals": {},
+               "active_signals": [], "detections_total": sum(self._detections.values())}
+        if vs is None:
+            return out
+        out["phase"] = "monitoring" if vs.profile is not None else "reference"
+        out["reference_events"] = vs.profile.n_events if vs.profile is not None else vs.pool_rows
+        out["dropped_events"] = vs.dropped
+        out["late_events"] = vs.late
+        for slot in vs.slots + ([vs.error_slot] if vs.error_slot else []):
+            sig = out["signals"].setdefault(slot.signal, {"active": False, "detectors": {}})
+            active = slot.hysteresis.active
+            sig["detectors"][slot.detector.detector] = {
+                "score": None if math.isnan(slot.score) else slot.score, "threshold": slot.threshold,
+                "active": active, "window_events": slot.n}
+            sig["active"] = sig["active"] or active
+        out["active_signals"] = [s for s, d in out["signals"].items() if d["active"]]
+        return out
+
+    def footprint(self) -> dict:
+        """What the monitor holds (bounded: raw rows only until a reference freezes, ring buckets
+        only for the current window and unevaluated buckets)."""
+        vs = self._versions.values()
+        return {"versions": len(self._versions),
+                "raw_rows": sum(v.pool_rows + sum(len(p) for p in v.out_pool) for v in vs),
+                "ring_buckets": sum(len(v.ring) + len(v.out_ring) for v in vs),
+                "count_cells": sum(sum(c.size for c in v.ring.values()) + 2 * len(v.out_ring) for v in vs),
+                "detectors": sum(len(v.slots) + (v.error_slot is not None) for v in vs)}
+
+    def metric_samples(self) -> list[tuple[str, dict, float]]:
+        """``(metric, labels, value)`` for loopline_drift_score / _active / _detections_total."""
+        st = self.status()
+        m = self.model_name
+        samples = []
+        for signal, d in st["signals"].items():
+            samples.append(("loopline_drift_active", {"model": m, "signal": signal}, 1.0 if d["active"] else 0.0))
+            for det, v in d["detectors"].items():
+                if v["score"] is not None:
+                    labels = {"model": m, "signal": signal, "detector": det}
+                    samples.append(("loopline_drift_score", labels, v["score"]))
+        for (signal, det), n in sorted(self._detections.items()):
+            labels = {"model": m, "signal": signal, "detector": det}
+            samples.append(("loopline_drift_detections_total", labels, float(n)))
+        return samples
+
+    # ---- internals ------------------------------------------------------
+    def _version(self, name: str) -> _Version:
+        vs = self._versions.get(name)
+        if vs is None:
+            vs = self._versions[name] = _Version(name)
+            pinned = self._pinned.get(name)
+            if pinned is not None:
+                self._install_profile(vs, pinned)
+                if pinned.error is not None:
+                    self._install_error(vs, pinned.error)
+        return vs
+
+    def _add_pred(self, vs: _Version, counts: dict[int, np.ndarray]) -> None:
+        keep = vs.last_pred - self.config.window_buckets
+        for b, c in counts.items():
+            if b <= keep:
+                vs.late += int(c.sum()) // max(len(vs.profile.signals), 1)
+                continue
+            if b <= vs.last_pred:
+                vs.late += int(c.sum()) // max(len(vs.profile.signals), 1)
+            add_counts(vs.ring, {b: c})
+
+    def _add_out(self, vs: _Version, counts: dict[int, np.ndarray]) -> None:
+        for b, c in counts.items():
+            if b <= vs.last_out:  # already evaluated: counted in the next bucket evaluated
+                vs.late += int(c[0])
+                b = vs.last_out + 1
+            add_counts(vs.out_ring, {b: c})
+
+    def _cap_pool(self, vs: _Version) -> None:
+        cap = max(4 * self.config.reference_events, self.config.max_raw_rows)
+        if vs.pool_rows > cap:
+            pool = Columns.concat(vs.pool)
+            vs.dropped += len(pool) - cap
+            vs.pool, vs.pool_rows = [pool.first(cap)], cap
+
+    def _freeze_predictions(self, vs: _Version, w: int) -> None:
+        n = self.config.reference_events
+        if vs.pool_rows < n:
+            return
+        pool = Columns.concat(vs.pool)
+        if int(np.sum(pool.t < w)) < n:
+            vs.pool = [pool]
+            return
+        order = pool.order()
+        c = self.config
+        profile = build_profile(pool.take(order[:n]), self.model_name, vs.name, c.bucket_ms, c.numeric_bins,
+                                c.top_k, c.max_known)
+        vs.pool, vs.pool_rows = [], 0
+        self._install_profile(vs, profile)
+        self._add_pred(vs, count_buckets(profile, pool.take(order[n:]), c.bucket_ms))
+
+    def _freeze_outcomes(self, vs: _Version, w: int) -> None:
+        n = self.config.reference_outcomes
+        if sum(len(p) for p in vs.out_pool) < n:
+            return
+        pool = Columns.concat(vs.out_pool)
+        if int(np.sum(pool.t < w)) < n:
+            vs.out_pool = [pool]
+            return
+        order = pool.order()
+        ref = pool.take(order[:n])
+        span = max(int(ref.t.max() - ref.t.min()), 1)
+        per_bucket = self.config.outcomes_per_bucket or max((n - 1) * self.config.bucket_ms / span, 1e-3)
+        err = ErrorReference(n, int(round(ref.fields["error"].sum())), float(min(per_bucket, n)))
+        vs.out_pool = []
+        self._install_error(vs, err)
+        if vs.profile is not None:
+            vs.profile.error = err
+        self._add_out(vs, count_outcomes(pool.take(order[n:]), self.config.bucket_ms))
+
+    def _hysteresis(self, consecutive: int) -> Hysteresis:
+        c = self.config
+        return Hysteresis(consecutive, c.resolve_ratio, c.resolve_after, c.ongoing_every)
+
+    def _install_profile(self, vs: _Version, profile: ReferenceProfile) -> None:
+        c = self.config
+        vs.profile = profile
+        s = c.events_per_bucket or profile.events_per_bucket
+        ref = f"reference {profile.model_version} ({profile.n_events} events)"
+        for i, sig in enumerate(profile.signals):
+            names = c.numeric_detectors if sig.kind == "numeric" else c.categorical_detectors
+            for d in names:
+                if d == "rank_cusum":
+                    det = RankCusum(sig, s, c)
+                    vs.slots.append(_Slot(sig.name, i, det, self._hysteresis(1), f"CUSUM since {ref}"))
+                else:
+                    det = WindowTest(d, sig, s, c)
+                    window = f"last {c.window_buckets} x {c.bucket_ms} ms buckets vs {ref}"
+                    vs.slots.append(_Slot(sig.name, i, det, self._hysteresis(c.consecutive), window))
+
+    def _install_error(self, vs: _Version, err: ErrorReference) -> None:
+        det = BinomialCusum(err, self.config)
+        vs.error_slot = _Slot("error", -1, det, self._hysteresis(1),
+                              f"error CUSUM p0={det.p0:.4f} vs p1={det.p1:.4f} since reference of {err.n} outcomes")
+
+    def _evaluate(self, vs: _Version, b: int, events: list[dict]) -> None:
+        at = (b + 1) * self.config.bucket_ms
+        if b in vs.ring and vs.slots:
+            profile = vs.profile
+            window = np.zeros(profile.total_bins, np.int64)
+            for x in range(b - self.config.window_buckets + 1, b + 1):
+                c = vs.ring.get(x)
+                if c is not None:
+                    window += c
+            bucket = vs.ring[b]
+            off = profile.offsets
+            for slot in vs.slots:
+                lo, hi = off[slot.index], off[slot.index + 1]
+                self._step(vs, slot, slot.detector.evaluate(window[lo:hi], bucket[lo:hi]), at, events)
+            vs.last_pred = b
+        if b in vs.out_ring and vs.error_slot is not None:
+            n, e = (int(x) for x in vs.out_ring.pop(b))
+            self._step(vs, vs.error_slot, vs.error_slot.detector.evaluate_counts(n, e), at, events)
+            vs.last_out = b
+
+    def _step(self, vs: _Version, slot: _Slot, result: tuple[float, float, int], at: int, events: list[dict]) -> None:
+        score, threshold, n = result
+        slot.n, slot.threshold = n, threshold
+        if not math.isnan(score):
+            slot.score = score
+        change = slot.hysteresis.step(score, threshold)
+        if change is None:
+            return
+        if change == "started":
+            key = (slot.signal, slot.detector.detector)
+            self._detections[key] = self._detections.get(key, 0) + 1
+        events.append(self._event(vs, slot, change, at))
+
+    def _event(self, vs: _Version, slot: _Slot, state: str, at: int) -> dict:
+        score = 0.0 if math.isnan(slot.score) else float(slot.score)
+        return {"model_name": self.model_name, "model_version": vs.name, "signal": slot.signal,
+                "detector": slot.detector.detector, "score": score, "threshold": float(slot.threshold),
+                "window": slot.window, "state": state, "detected_at": int(at)}
+
+    def _force_pending(self, vs: _Version) -> None:
+        """Bound memory when the watermark stalls: evaluate the oldest buckets beyond ``max_pending_buckets``."""
+        limit = self.config.max_pending_buckets
+        pending = sorted({b for b in vs.ring if b > vs.last_pred} | {b for b in vs.out_ring if b > vs.last_out})
+        if len(pending) > limit:
+            for b in pending[:len(pending) - limit]:
+                self._evaluate(vs, b, self._pending)
+            self._prune(vs)
+
+    def _prune(self, vs: _Version) -> None:
+        keep = vs.last_pred - self.config.window_buckets
+        for b in [b for b in vs.ring if b <= keep]:
+            del vs.ring[b]
+
+    def _evict(self) -> None:
+        while len(self._versions) > self.config.max_versions:
+            name = min(self._versions, key=lambda n: (self._versions[n].last_ms, n))
+            vs = self._versions.pop(name)
+            for slot in vs.slots + ([vs.error_slot] if vs.error_slot else []):
+                if slot.hysteresis.active:
+                    slot.hysteresis.active = False
+                    ev = self._event(vs, slot, "resolved", max(vs.last_ms, 0))
+                    ev["window"] = "model version retired"
+                    self._pending.append(ev)
