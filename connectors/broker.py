@@ -35,6 +35,11 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def port_or_free(port: int, host: str = "127.0.0.1") -> int:
+    """``port`` if it is set and nobody listens on it, else a free port."""
+    return port if port and not port_in_use(host, port) else free_port(host)
+
+
 def broker_binary() -> str:
     """Path of the Tansu binary, or a :class:`BrokerError` with what to do."""
     try:

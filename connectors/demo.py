@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from connectors.broker import EmbeddedBroker, create_topics, free_port
+from connectors.broker import EmbeddedBroker, create_topics, port_or_free
 from connectors.demo_observer import Observer
 from connectors.processes import WorkerProcess
 from connectors.producer import PredictionProducer
@@ -50,7 +50,7 @@ def run_demo(args) -> int:
     ns = base.topic_namespace if base.kafka_bootstrap is None else f"{base.topic_namespace}-demo-{int(time.time())}"
     settings = base.model_copy(update={
         "kafka_bootstrap": bootstrap, "topic_namespace": ns, "app_id": f"{ns}-worker",
-        "web_port": base.web_port if base.web_port and _port_free(base.web_port) else free_port(),
+        "web_port": port_or_free(base.web_port),
         "data_dir": Path(tempfile.mkdtemp(prefix="loopline-demo-")),
     })
     worker = None
@@ -115,12 +115,6 @@ def _wait_for_joins(worker: WorkerProcess, observer: Observer, timeout: float) -
         if _metric(worker, 'loopline_corrections_total{outcome="joined"}') >= observer.answered:
             return
         time.sleep(0.5)
-
-
-def _port_free(port: int) -> bool:
-    from connectors.broker import port_in_use
-
-    return not port_in_use("127.0.0.1", port)
 
 
 def _send(settings: Settings, traffic: FraudTraffic, duration: float, observer: Observer) -> None:

@@ -36,6 +36,7 @@ from processors.partitioning import partition_for
 from processors.schemas import SchemaRegistry
 from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 from processors.validation import validate_prediction
+from connectors.registry import build_serde
 from streams.settings import Settings
 
 DeliveryCallback = Callable[[Exception | None, int, int], None]  # (error, partition, n_events)
@@ -115,7 +116,7 @@ class PredictionProducer:
         self.batch_size = batch_size or settings.producer_batch_size
         self.linger_s = (settings.producer_linger_ms if linger_ms is None else linger_ms) / 1000.0
         registry = serde.registry if serde else SchemaRegistry.load()
-        self.serde = serde or _default_serde(settings, registry)
+        self.serde = serde or build_serde(settings, registry)
         self._validate = PredictionValidator(registry, int(settings.max_clock_skew_seconds * 1000))
         self.validate_events = validate_events
         self.on_delivery = on_delivery
@@ -245,10 +246,3 @@ class PredictionProducer:
                 self._send_batch(p, events)
             self._producer.poll(0)
 
-
-def _default_serde(settings: Settings, registry: SchemaRegistry) -> AvroSerde:
-    if settings.schema_registry_url:
-        from connectors.registry import RegistryFraming
-
-        return AvroSerde(registry, RegistryFraming(settings.schema_registry_url, registry))
-    return AvroSerde(registry)

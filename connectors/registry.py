@@ -13,6 +13,7 @@ import threading
 from fastavro import parse_schema
 
 from processors.schemas import SchemaRegistry, _strip_logical
+from processors.serde import AvroSerde
 
 
 class RegistryFraming:
@@ -42,3 +43,11 @@ class RegistryFraming:
         raw = json.loads(schema.schema_str)
         name = raw["name"] if "." in raw["name"] else f"{raw.get('namespace', '')}.{raw['name']}"
         return name, parse_schema(_strip_logical(raw))
+
+
+def build_serde(settings, registry: SchemaRegistry | None = None) -> AvroSerde:
+    """The serde for ``settings``: Confluent framing when a schema registry URL is set, else single-object."""
+    registry = registry or SchemaRegistry.load()
+    if settings.schema_registry_url:
+        return AvroSerde(registry, RegistryFraming(settings.schema_registry_url, registry))
+    return AvroSerde(registry)

@@ -21,9 +21,8 @@ import time
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors.registry import build_serde
 from processors.router import InputRecord, Router, dead_letter
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
 from processors.threshold_policy import ThresholdPolicy
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -66,15 +65,6 @@ def build_policy(settings: Settings):
     return ThresholdPolicy(auto=settings.auto_confidence_threshold,
                            escalate=settings.escalate_confidence_threshold,
                            sla_ms=int(settings.review_sla_seconds * 1000))
-
-
-def build_serde(settings: Settings, registry: SchemaRegistry | None = None) -> AvroSerde:
-    registry = registry or SchemaRegistry.load()
-    if settings.schema_registry_url:
-        from connectors.registry import RegistryFraming
-
-        return AvroSerde(registry, RegistryFraming(settings.schema_registry_url, registry))
-    return AvroSerde(registry)
 
 
 class Worker:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 
-from connectors.broker import free_port, port_in_use
+from connectors.broker import port_or_free
 from connectors.review.app import ReviewServer
 from connectors.review.service import add_reviewer
 from connectors.review.settings import ReviewSettings
@@ -12,9 +12,7 @@ from connectors.review.settings import ReviewSettings
 def start_review_server(settings, demo_login: bool = False) -> tuple[ReviewServer, str | None]:
     """A running review server for ``settings``; with ``demo_login`` also a senior reviewer
     ``demo`` with PII clearance and a fresh random password, returned for printing."""
-    port = settings.review_port if settings.review_port and not port_in_use("127.0.0.1", settings.review_port) \
-        else free_port()
-    rs = ReviewSettings.from_settings(settings, port=port)
+    rs = ReviewSettings.from_settings(settings, port=port_or_free(settings.review_port))
     server = ReviewServer(rs)
     password = None
     if demo_login:
