@@ -13,6 +13,7 @@ committed only for records whose outputs are on the broker — at-least-once.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import socket
@@ -28,6 +29,29 @@ from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger("loopline.worker")
+
+# Agents beyond "route": name in LOOPLINE_AGENTS -> "module:function(worker, app)" that declares them.
+EXTENSIONS = {
+    "feedback": "streams.feedback:register_feedback",
+    "drift": "streams.drift:register_drift",
+    "learn": "streams.learner:register_learner",
+}
+
+
+class CompositeInsights:
+    """Merges the insights of every provider (later providers win on the same key); a failing one is skipped."""
+
+    def __init__(self, providers: list) -> None:
+        self.providers = providers
+
+    def insights(self, event: dict, tier: str, reason: str) -> dict:
+        out: dict = {}
+        for p in self.providers:
+            try:
+                out.update(p.insights(event, tier, reason))
+            except Exception:
+                log.exception("insights provider %r failed", p)
+        return out
 
 
 def apply_fetch_max_wait(wait_ms: int) -> None:
@@ -78,8 +102,15 @@ class Worker:
         self.serde = build_serde(settings)
         self.metrics = WorkerMetrics()
         self.policy = build_policy(settings)
+        # Extension points (drift, learning, calibration plug in here; see EXTENSIONS):
+        # route_hooks: called with each RouteResult after its outputs are on the broker.
+        # example_hooks: called with each list of joined TrainingExample dicts the feedback agent publishes.
+        # insight_providers: objects with insights(event, tier, reason) -> dict merged into ReviewTask.insights.
+        self.route_hooks: list = []
+        self.example_hooks: list = []
+        self.insight_providers: list = []
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
-                             worker=self.worker_id)
+                             insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
         self.ready = False
         self.app = self._build_app()
 
@@ -123,10 +154,10 @@ class Worker:
         agents = s.agent_set
         if "route" in agents:
             self._register_agents(app)
-        if "feedback" in agents:
-            from streams.feedback import register_feedback
-
-            register_feedback(self, app)
+        for name, target in EXTENSIONS.items():
+            if name in agents:
+                module, func = target.split(":")
+                getattr(importlib.import_module(module), func)(self, app)
         self._register_views(app)
 
         @app.on_rebalance_complete.connect
@@ -175,6 +206,12 @@ class Worker:
             self.metrics.dead_letters.labels(self.settings.topics.predictions, "internal").inc(len(outs))
             return
         await self.publish(result.outputs)
+        for hook in self.route_hooks:
+            try:
+                hook(result)
+            except Exception:  # an extension's bug must not stop routing
+                log.exception("route hook %r failed", hook)
+                self.metrics.processing_errors.labels("route_hook").inc()
         self.metrics.record_route(self.settings.topics.predictions, len(records), result)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch_ts.set(time.time())

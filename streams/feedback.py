@@ -98,6 +98,7 @@ async def handle_feedback(worker, events) -> None:
     now_ms = int(time.time() * 1000)
     outputs: list[OutputRecord] = []
     counts = {"joined": 0, "duplicate": 0, "tasks": 0}
+    examples: list[dict] = []
     for e in events:
         m = e.message
         rec = InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key)
@@ -121,9 +122,17 @@ async def handle_feedback(worker, events) -> None:
             continue
         counts["duplicate"] += out.duplicates
         for ex in out.examples:
+            examples.append(ex)
             outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
             counts["joined"] += 1
     await worker.publish(outputs)
+    if examples:
+        for hook in worker.example_hooks:
+            try:
+                hook(examples)
+            except Exception:  # an extension's bug must not stop the join
+                log.exception("example hook %r failed", hook)
+                metrics.processing_errors.labels("example_hook").inc()
     for outcome in ("joined", "duplicate"):
         if counts[outcome]:
             metrics.corrections.labels(outcome).inc(counts[outcome])

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of each topic Loopline creates")
     replication_factor: int = Field(1, ge=1)
     app_id: str = Field("loopline-worker", description="Faust app id = consumer group (persisted state: do not rename casually)")
-    agents: str = Field("route,feedback", description="agents this worker runs (comma list of route, feedback); give each set its own app_id")
+    agents: str = Field("route,feedback", description="agents this worker runs (comma list of route, feedback, drift, learn); give each set its own app_id")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="worker HTTP port: /metrics /healthz /readyz /stats")
     broker_host: str = "127.0.0.1"
@@ -58,10 +58,12 @@ class Settings(BaseSettings):
     @property
     def agent_set(self) -> set[str]:
         wanted = {a.strip() for a in self.agents.split(",") if a.strip()}
-        unknown = wanted - {"route", "feedback"}
+        known = ("route", "feedback", "drift", "learn")
+        unknown = wanted - set(known)
+        choices = ", ".join(known)
         if unknown or not wanted:
-            raise ValueError(f"LOOPLINE_AGENTS: unknown agent {sorted(unknown)[0]!r} (choose from route, feedback)"
-                             if unknown else "LOOPLINE_AGENTS names no agent (choose from route, feedback)")
+            raise ValueError(f"LOOPLINE_AGENTS: unknown agent {sorted(unknown)[0]!r} (choose from {choices})"
+                             if unknown else f"LOOPLINE_AGENTS names no agent (choose from {choices})")
         return wanted
 
     @property

@@ -54,13 +54,22 @@ class TopicNames:
         return self._n("policy-events")
 
     @property
+    def drift_sketches(self) -> str:
+        """Internal: per-worker drift summaries, keyed by model, merged by the drift agent."""
+        return self._n("drift-sketches")
+
+    @property
+    def retrain_requests(self) -> str:
+        return self._n("retrain-requests")
+
+    @property
     def dead_letter(self) -> str:
         return self._n("dead-letter")
 
     def all(self) -> list[str]:
         return [self.predictions, self.decisions, self.review_analyst, self.review_escalation,
                 self.corrections, self.training, self.drift, self.model_updates,
-                self.policy_events, self.dead_letter]
+                self.policy_events, self.drift_sketches, self.retrain_requests, self.dead_letter]
 
     def compacted(self) -> set[str]:
         return {self.model_updates}
