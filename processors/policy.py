@@ -58,17 +58,21 @@ columns the rules read, risk/context masks), :mod:`processors.policy_eval`
 """
 from __future__ import annotations
 
+import hashlib
 import operator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
 from processors.errors import ConfigError
 from processors.frame import PredictionFrame
 from processors.policy_eval import GroupDecisions, apply_budgets, decide_group, uniforms
-from processors.policy_model import R_DEFERRED, TIERS, ModelPolicy, PolicySpec, config_error, parse_policy
+from processors.policy_model import (R_DEFERRED, TIERS, ModelPolicy, PolicySpec, adjust_model, config_error,
+                                     parse_policy)
 from processors.policy_rules import EventColumns, FrameColumns
 from processors.policy_state import RoutingState
 from processors.threshold_policy import FrameDecisions
@@ -136,10 +140,15 @@ class Policy:
             out = self._reason_lists[mp.name] = list(mp.reasons)
         return out
 
-    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions:
-        """Decisions for one frame (one model version), as columns — the router's contract."""
+    def decide_frame(self, frame: PredictionFrame, now_ms: int,
+                     override_risk: np.ndarray | None = None) -> FrameDecisions:
+        """Decisions for one frame (one model version), as columns — the router's contract.
+
+        ``override_risk`` (one probability per row, from the online override-risk
+        model) feeds the ``tiers.review.max_override_risk`` rule; None = no model yet.
+        """
         mp = self.spec.model(frame.model_name)
-        cols = FrameColumns(frame)
+        cols = FrameColumns(frame, override_risk)
         g = decide_group(mp, frame.model_version, cols, now_ms, self.spec.salt, self.state)
         if self.state.budgets:
             apply_budgets(self.spec, self.state, g, cols.ids, cols.emitted, mp.audit_priority, mp.review_sla_ms,
@@ -212,17 +221,54 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class PolicyChange:
-    """What a replacement did, for the log and the policy-events topic."""
+    """What a replacement or an overlay did, for the log and the policy-events topic.
+
+    ``kind``: ``replace`` (a new policy file), ``overlay_set`` / ``overlay_cleared``
+    (a runtime adjustment such as drift tightening or the threshold autopilot) or
+    ``rejected`` (an invalid policy was refused; the old one stays in force).
+    """
 
     old_version: str
     new_version: str
     changed_at_ms: int
     source: str
     changed: bool
+    kind: str = "replace"
+    model: str | None = None
+    overlay: str | None = None
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """A runtime adjustment of one model's auto tier (see :func:`processors.policy_model.adjust_model`)."""
+
+    name: str
+    model: str
+    min_confidence: float | None = None
+    min_confidence_delta: float = 0.0
+    audit_rate: float | None = None
+    audit_rate_delta: float = 0.0
+    evidence: Mapping[str, float] = field(default_factory=dict)
+    set_at_ms: int = 0
+
+    @property
+    def tag(self) -> str:
+        params = (self.min_confidence, self.min_confidence_delta, self.audit_rate, self.audit_rate_delta)
+        digest = hashlib.blake2b(repr(params).encode(), digest_size=3).hexdigest()
+        return f"{self.name}:{self.model}@{digest}"
 
 
 class PolicyHolder:
-    """The policy in force; :meth:`replace` swaps in a new one atomically or not at all.
+    """The policy in force: a base policy (from a file) plus runtime overlays.
+
+    :meth:`replace` swaps in a new base policy atomically or not at all;
+    :meth:`set_overlay` / :meth:`clear_overlay` move one model's auto-tier
+    threshold and audit rate (drift tightening, the autopilot). Overlays survive
+    a replacement. The effective version is the base version plus one tag per
+    overlay (``fraud-7+drift:fraud@1a2b3c``), so every decision names the rules
+    that produced it.
 
     >>> holder = PolicyHolder(Policy.from_toml('version = "1"'))
     >>> holder.replace('version = "2"', now_ms=5).new_version
@@ -233,10 +279,17 @@ class PolicyHolder:
     processors.errors.ConfigError: bogus: unknown option (known here: ...) (policy <replace>)
     >>> holder.version
     '2'
+    >>> change = holder.set_overlay("drift", "fraud", min_confidence_delta=0.05, now_ms=6)
+    >>> change.new_version.startswith("2+drift:fraud@"), holder.policy.model("fraud").min_confidence
+    (True, 0.95)
+    >>> holder.clear_overlay("drift", "fraud", now_ms=7).new_version
+    '2'
     """
 
     def __init__(self, policy: Policy) -> None:
+        self._base = policy
         self._policy = policy
+        self._overlays: dict[tuple[str, str], Overlay] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> "PolicyHolder":
@@ -247,27 +300,36 @@ class PolicyHolder:
         return self._policy
 
     @property
+    def base(self) -> Policy:
+        return self._base
+
+    @property
     def version(self) -> str:
         return self._policy.version
 
+    @property
+    def overlays(self) -> dict[tuple[str, str], Overlay]:
+        return dict(self._overlays)
+
     def replace(self, text: str, source: str = "<replace>", now_ms: int | None = None) -> PolicyChange:
-        """Validate ``text`` and make it the policy in force, keeping budgets and version ages.
+        """Validate ``text`` and make it the base policy, keeping budgets, version ages and overlays.
 
         On any error the old policy stays in force and :class:`ConfigError` is raised.
         The same version with different content is refused: decisions name the
         policy version, so one version must mean one rule set.
         """
         new = Policy.from_toml(text, source)
-        old = self._policy
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        if new.version == old.version:
-            if new.spec.digest != old.spec.digest:
-                raise config_error("version", f"is still {old.version!r} but the rules changed: bump the version",
+        old_base, old_version = self._base, self.version
+        now_ms = _now(now_ms)
+        if new.version == old_base.version:
+            if new.spec.digest != old_base.spec.digest:
+                raise config_error("version", f"is still {old_base.version!r} but the rules changed: bump the version",
                                    source)
-            return PolicyChange(old.version, new.version, now_ms, source, changed=False)
-        new.state.adopt(old.state)
-        self._policy = new  # one reference assignment: callers see the old or the new policy, never a mix
-        return PolicyChange(old.version, new.version, now_ms, source, changed=True)
+            return PolicyChange(old_version, old_version, now_ms, source, changed=False)
+        new.state.adopt(old_base.state)
+        self._base = new
+        self._rebuild()
+        return PolicyChange(old_version, self.version, now_ms, source, changed=True)
 
     def replace_from_file(self, path: str | Path, now_ms: int | None = None) -> PolicyChange:
         try:
@@ -276,11 +338,61 @@ class PolicyHolder:
             raise config_error("<file>", f"cannot read {path}: {exc}", str(path)) from exc
         return self.replace(text, source=str(path), now_ms=now_ms)
 
-    def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions:
-        return self._policy.decide_frame(frame, now_ms)
+    def set_overlay(self, name: str, model: str, *, min_confidence: float | None = None,
+                    min_confidence_delta: float = 0.0, audit_rate: float | None = None,
+                    audit_rate_delta: float = 0.0, evidence: Mapping[str, float] | None = None,
+                    now_ms: int | None = None) -> PolicyChange:
+        """Set (or move) overlay ``name`` on ``model``; at most one overlay per (name, model)."""
+        for key, value in (("min_confidence", min_confidence), ("audit_rate", audit_rate)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise config_error(f"overlay.{name}.{key}", f"must be in [0, 1], got {value!r}", "<overlay>")
+        now_ms = _now(now_ms)
+        ev = {k: float(v) for k, v in (evidence or {}).items()}
+        ov = Overlay(name, model, min_confidence, min_confidence_delta, audit_rate, audit_rate_delta, ev, now_ms)
+        old_version = self.version
+        self._overlays[(name, model)] = ov
+        self._rebuild()
+        return PolicyChange(old_version, self.version, now_ms, f"overlay:{name}", self.version != old_version,
+                            "overlay_set", model, name, ev)
+
+    def clear_overlay(self, name: str, model: str, evidence: Mapping[str, float] | None = None,
+                      now_ms: int | None = None) -> PolicyChange | None:
+        """Remove overlay ``name`` from ``model``; None if there was none."""
+        if (name, model) not in self._overlays:
+            return None
+        old_version = self.version
+        del self._overlays[(name, model)]
+        self._rebuild()
+        ev = {k: float(v) for k, v in (evidence or {}).items()}
+        return PolicyChange(old_version, self.version, _now(now_ms), f"overlay:{name}", True, "overlay_cleared",
+                            model, name, ev)
+
+    def _rebuild(self) -> None:
+        base = self._base
+        if not self._overlays:
+            self._policy = base
+            return
+        spec = base.spec
+        models = dict(spec.models)
+        for ov in sorted(self._overlays.values(), key=lambda o: (o.model, o.name)):
+            mp = models.get(ov.model) or replace(spec.fallback, name=ov.model)
+            models[ov.model] = adjust_model(mp, min_confidence=ov.min_confidence,
+                                            min_confidence_delta=ov.min_confidence_delta,
+                                            audit_rate=ov.audit_rate, audit_rate_delta=ov.audit_rate_delta)
+        tags = "+".join(ov.tag for _, ov in sorted(self._overlays.items()))
+        eff = replace(spec, version=f"{spec.version}+{tags}", models=MappingProxyType(models))
+        self._policy = Policy(eff, state=base.state)  # same budgets and version ages
+
+    def decide_frame(self, frame: PredictionFrame, now_ms: int,
+                     override_risk: np.ndarray | None = None) -> FrameDecisions:
+        return self._policy.decide_frame(frame, now_ms, override_risk)
 
     def decide_batch(self, events: list[dict], now_ms: int) -> list[Decision]:
         return self._policy.decide_batch(events, now_ms)
 
 
-__all__ = ["ConfigError", "Decision", "Policy", "PolicyChange", "PolicyHolder", "uniforms"]
+def _now(now_ms: int | None) -> int:
+    return int(time.time() * 1000) if now_ms is None else now_ms
+
+
+__all__ = ["ConfigError", "Decision", "Overlay", "Policy", "PolicyChange", "PolicyHolder", "uniforms"]

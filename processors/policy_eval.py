@@ -90,6 +90,10 @@ def decide_group(mp: ModelPolicy, version: str, cols: Columns, now_ms: int, salt
     else:
         pass_row = g_pass
         assign(conf < mp.min_confidence, REVIEW, g_fail)
+    # override risk: confident predictions a human is likely to overturn go to review
+    risk = getattr(cols, "override_risk", None)
+    if mp.max_override_risk is not None and risk is not None:
+        assign(risk > mp.max_override_risk, REVIEW, mp.code(f"override_risk>{_fmt(mp.max_override_risk)}"))
     # draws only for the rows still open (auto candidates); 1.0 never passes a rate test
     u = np.ones((n, 2))
     if mp.audit_rate > 0 or mp.oversample_rate > 0 or mp.new_version_rate > 0:

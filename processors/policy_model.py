@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -193,6 +193,7 @@ class ModelPolicy:
     escalate_priority: int
     escalate_below_confidence: float | None
     escalate_rules: tuple
+    max_override_risk: float | None
     new_version_rate: float
     new_version_events: int
     new_version_ms: int
@@ -285,6 +286,7 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     review_sla = r.number("sla_minutes", 240.0, 0, lo_open=True)
     review_priority = r.integer("priority", 100)
     review_rules = tuple([_risk_rule(t) for t in r.tables("risk")] + [_context_rule(t) for t in r.tables("context")])
+    max_risk = r.number("max_override_risk", None, 0, 1)
     r.finish()
     esc_sla = e.number("sla_minutes", 60.0, 0, lo_open=True)
     esc_priority = e.integer("priority", 200)
@@ -300,19 +302,49 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
         raise nv.error("events", "set events and/or hours when review_rate > 0 (how long a version counts as new)")
     nv.finish()
     m.finish()
-    reasons = list(FIXED_REASONS)
-    reasons += [f"confidence>={fmt_number(min_conf)}", f"confidence<{fmt_number(min_conf)}"]
-    for label, thr in by_class.items():
-        reasons += [f"confidence[{label}]>={fmt_number(thr)}", f"confidence[{label}]<{fmt_number(thr)}"]
-    if esc_below is not None:
-        reasons.append(f"confidence<{fmt_number(esc_below)}")
-    reasons += [rule.reason for rule in esc_rules + review_rules]
-    reasons = list(dict.fromkeys(reasons))  # a reason string may be produced by two rules
-    return ModelPolicy(
+    return _compile(ModelPolicy(
         name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
         round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
-        esc_below, esc_rules, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
-        tuple(reasons), MappingProxyType({s: i for i, s in enumerate(reasons)}))
+        esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established))
+
+
+def _compile(mp: ModelPolicy) -> ModelPolicy:
+    """Fill in the reason dictionary (``reasons``/``codes``) from the thresholds and rules."""
+    reasons = list(FIXED_REASONS)
+    reasons += [f"confidence>={fmt_number(mp.min_confidence)}", f"confidence<{fmt_number(mp.min_confidence)}"]
+    for label, thr in mp.min_confidence_by_class.items():
+        reasons += [f"confidence[{label}]>={fmt_number(thr)}", f"confidence[{label}]<{fmt_number(thr)}"]
+    if mp.escalate_below_confidence is not None:
+        reasons.append(f"confidence<{fmt_number(mp.escalate_below_confidence)}")
+    reasons += [rule.reason for rule in mp.escalate_rules + mp.review_rules]
+    if mp.max_override_risk is not None:
+        reasons.append(f"override_risk>{fmt_number(mp.max_override_risk)}")
+    reasons = list(dict.fromkeys(reasons))  # a reason string may be produced by two rules
+    return replace(mp, reasons=tuple(reasons), codes=MappingProxyType({s: i for i, s in enumerate(reasons)}))
+
+
+def adjust_model(mp: ModelPolicy, *, min_confidence: float | None = None, min_confidence_delta: float = 0.0,
+                 audit_rate: float | None = None, audit_rate_delta: float = 0.0) -> ModelPolicy:
+    """``mp`` with moved auto-tier thresholds and audit rates (a runtime overlay; values clipped to [0, 1]).
+
+    ``min_confidence`` replaces the global threshold (per-class thresholds move by
+    the same amount); ``min_confidence_delta`` is then added to every threshold.
+    ``audit_rate`` replaces the audit rate; ``audit_rate_delta`` is added to the
+    audit and oversample rates. Reasons are recompiled, so decisions name the
+    thresholds actually applied.
+    """
+    def clip(x: float) -> float:
+        return float(min(1.0, max(0.0, round(x, 6))))
+
+    shift = 0.0 if min_confidence is None else min_confidence - mp.min_confidence
+    shift += min_confidence_delta
+    audit = mp.audit_rate if audit_rate is None else audit_rate
+    over_extra = mp.oversample_rate - mp.audit_rate
+    audit = clip(audit + audit_rate_delta)
+    return _compile(replace(
+        mp, min_confidence=clip(mp.min_confidence + shift),
+        min_confidence_by_class=MappingProxyType({k: clip(v + shift) for k, v in mp.min_confidence_by_class.items()}),
+        audit_rate=audit, oversample_rate=clip(audit + over_extra)))
 
 
 def _budget(t: _Table, tier: str) -> BudgetSpec:

@@ -45,10 +45,11 @@ class Columns(Protocol):
 class FrameColumns:
     """Zero-copy view of a frame."""
 
-    __slots__ = ("model", "n", "ids", "conf", "emitted", "labels", "label_codes", "_frame")
+    __slots__ = ("model", "n", "ids", "conf", "emitted", "labels", "label_codes", "override_risk", "_frame")
 
-    def __init__(self, frame: PredictionFrame) -> None:
+    def __init__(self, frame: PredictionFrame, override_risk: np.ndarray | None = None) -> None:
         self._frame = frame
+        self.override_risk = override_risk  # P(a human overrides), per row, from the online model; None = no model
         self.model = frame.model_name
         self.n = frame.n
         self.ids = frame.event_ids

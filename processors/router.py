@@ -81,6 +81,10 @@ class Policy(Protocol):
     def decide_frame(self, frame: PredictionFrame, now_ms: int) -> FrameDecisions: ...
 
 
+class RiskScorer(Protocol):
+    def score_frame(self, frame: PredictionFrame) -> np.ndarray | None: ...
+
+
 class InsightsProvider(Protocol):
     def insights(self, event: dict, tier: str, reason: str) -> dict: ...
 
@@ -112,13 +116,14 @@ class Router:
 
     def __init__(self, serde: AvroSerde, policy: Policy, max_skew_ms: int,
                  insights: InsightsProvider | None = None, worker: str = "",
-                 max_decisions_per_record: int = 1000) -> None:
+                 max_decisions_per_record: int = 1000, risk_scorer: RiskScorer | None = None) -> None:
         self.serde = serde
         self.policy = policy
         self.max_skew_ms = max_skew_ms
         self.insights = insights
         self.worker = worker
         self.max_decisions_per_record = max_decisions_per_record
+        self.risk_scorer = risk_scorer  # hot-swappable: the override-risk model of the learning loop
 
     def route(self, records: Sequence[InputRecord], now_ms: int | None = None) -> RouteResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -178,7 +183,11 @@ class Router:
             frame = frame.take(~bad)
             if frame.n == 0:
                 return
-        decisions = self.policy.decide_frame(frame, now_ms)
+        risk = self.risk_scorer.score_frame(frame) if self.risk_scorer is not None else None
+        if risk is None:
+            decisions = self.policy.decide_frame(frame, now_ms)
+        else:
+            decisions = self.policy.decide_frame(frame, now_ms, override_risk=risk)
         result.decided += frame.n
         result.routed.append(Routed(frame, decisions, partition))
         counts = np.bincount(decisions.tiers, minlength=3)
@@ -190,7 +199,8 @@ class Router:
         human = decisions.needs_human()
         if human.any():
             for i in np.flatnonzero(human).tolist():
-                result.outputs.append(self._task(frame, decisions, i, partition, now_ms))
+                result.outputs.append(self._task(frame, decisions, i, partition, now_ms,
+                                                 None if risk is None else float(risk[i])))
 
     def _decision_records(self, frame: PredictionFrame, d: FrameDecisions, partition: int, now_ms: int,
                           result: RouteResult) -> None:
@@ -213,12 +223,13 @@ class Router:
             result.outputs.append(OutputRecord("decisions", batch_id.encode(), self.serde.encode(DECISION_BATCH, rec),
                                                partition))
 
-    def _task(self, frame: PredictionFrame, d: FrameDecisions, i: int, partition: int, now_ms: int) -> OutputRecord:
+    def _task(self, frame: PredictionFrame, d: FrameDecisions, i: int, partition: int, now_ms: int,
+              override_risk: float | None = None) -> OutputRecord:
         ev = frame.row(i)
         tier_code = int(d.tiers[i])
         tier = "escalate" if tier_code == 2 else "review"
         reason = d.reasons[int(d.reason_codes[i])]
-        insights = {"confidence": ev["confidence"], "rule": reason, "override_risk": None,
+        insights = {"confidence": ev["confidence"], "rule": reason, "override_risk": override_risk,
                     "drift_status": None, "online_prediction": None, "top_contributions": []}
         if self.insights is not None:
             insights.update(self.insights.insights(ev, tier, reason))

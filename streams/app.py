@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.registry import build_serde
 from processors.router import InputRecord, Router, dead_letter
-from processors.threshold_policy import ThresholdPolicy
+from processors.policy import Policy, PolicyHolder
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -77,18 +77,26 @@ def apply_fetch_max_wait(wait_ms: int) -> None:
     cls._create_worker_consumer = create
 
 
-def build_policy(settings: Settings):
-    """The tiered policy from ``LOOPLINE_POLICY_FILE``, else the two-threshold foundation policy.
+def threshold_policy_toml(settings: Settings) -> str:
+    """The policy file equivalent to the two confidence thresholds of the settings (no file configured)."""
+    sla_minutes = settings.review_sla_seconds / 60.0
+    return (f'version = "threshold-v1"\n'
+            f'description = "LOOPLINE_AUTO_CONFIDENCE_THRESHOLD / LOOPLINE_ESCALATE_CONFIDENCE_THRESHOLD"\n'
+            f"[defaults.tiers.auto]\nmin_confidence = {settings.auto_confidence_threshold!r}\n"
+            f"[defaults.tiers.review]\nsla_minutes = {sla_minutes!r}\n"
+            f"[defaults.tiers.escalate]\nsla_minutes = {sla_minutes!r}\n"
+            f"below_confidence = {settings.escalate_confidence_threshold!r}\n")
 
-    An invalid policy file raises ``ConfigError`` naming the bad field.
+
+def build_policy(settings: Settings) -> PolicyHolder:
+    """The tiered policy from ``LOOPLINE_POLICY_FILE``, else one made of the two confidence thresholds.
+
+    Either way a :class:`PolicyHolder`, so it can be replaced and overlaid while
+    running. An invalid policy file raises ``ConfigError`` naming the bad field.
     """
     if settings.policy_file:
-        from processors.policy import PolicyHolder
-
         return PolicyHolder.from_file(settings.policy_file)
-    return ThresholdPolicy(auto=settings.auto_confidence_threshold,
-                           escalate=settings.escalate_confidence_threshold,
-                           sla_ms=int(settings.review_sla_seconds * 1000))
+    return PolicyHolder(Policy.from_toml(threshold_policy_toml(settings), source="<settings>"))
 
 
 class Worker:
@@ -109,6 +117,10 @@ class Worker:
         self.route_hooks: list = []
         self.example_hooks: list = []
         self.insight_providers: list = []
+        # stats_providers: section name -> callable returning a JSON-able dict, merged into GET /stats.
+        self.stats_providers: dict = {}
+        self.stats = None  # streams.stats.WorkerStats once the app is built (route or feedback agent)
+        self.policy_runtime = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
         self.ready = False
@@ -146,12 +158,22 @@ class Worker:
                   partitions=s.partitions)
         self.t_predictions = app.topic(names.predictions, **kw)
         self.t_out = {
+            "policy_events": app.topic(names.policy_events, **kw),
             "decisions": app.topic(names.decisions, **kw),
             "review_analyst": app.topic(names.review_analyst, **kw),
             "review_escalation": app.topic(names.review_escalation, **kw),
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
+        from streams.policy_runtime import PolicyRuntime
+        from streams.stats import TierCollector, WorkerStats
+
+        self.policy_runtime = PolicyRuntime(self, app)
         agents = s.agent_set
+        if agents & {"route", "feedback"}:
+            self.stats = WorkerStats(self, app, s.stats_flush_seconds)
+            self.route_hooks.append(self.stats.on_routed)
+            self.example_hooks.append(self.stats.on_examples)
+            self.metrics.registry.register(TierCollector(lambda: self.stats, self.metrics.model_label))
         if "route" in agents:
             self._register_agents(app)
         for name, target in EXTENSIONS.items():
@@ -165,6 +187,35 @@ class Worker:
             self.ready = True
 
         return app
+
+    @property
+    def risk_scorer(self):
+        """The override-risk model the router consults (None until the learning loop publishes one)."""
+        return self.router.risk_scorer
+
+    @risk_scorer.setter
+    def risk_scorer(self, scorer) -> None:
+        self.router.risk_scorer = scorer  # one reference assignment: hot swap between batches
+
+    async def log_policy_change(self, change) -> None:
+        """Publish a policy change (overlay set/cleared, replacement) as a PolicyEvent."""
+        await self.policy_runtime.log_change(change)
+
+    def stats_report(self, state: bool = False) -> dict:
+        """``GET /stats``: this worker's per-tier statistics plus every extension's section."""
+        merged = self.stats.merged() if self.stats is not None else None
+        if state:
+            return {"worker": self.worker_id, "tier_stats_state": merged.to_state() if merged else None}
+        out = {"worker": self.worker_id, "scope": "worker", "policy_version": self.policy.version,
+               "partitions": sorted(self.stats.parts) if self.stats is not None else [],
+               "tiers": merged.snapshot() if merged is not None else None}
+        for name, provider in self.stats_providers.items():
+            try:
+                out[name] = provider()
+            except Exception as exc:
+                log.exception("stats provider %s failed", name)
+                out[name] = {"error": str(exc)}
+        return out
 
     # ----------------------------------------------------------------- agents
     def _register_agents(self, app: faust.App) -> None:
@@ -250,6 +301,13 @@ class Worker:
         @app.page("/metrics")
         async def metrics_view(web, request):
             return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @app.page("/stats")
+        async def stats_view(web, request):
+            fmt = request.query.get("format", "report")
+            if fmt not in ("report", "state"):
+                return web.json({"error": f"format must be report or state, got {fmt!r}"}, status=400)
+            return web.json(self.stats_report(state=fmt == "state"))
 
         @app.page("/healthz")
         async def healthz(web, request):

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     auto_confidence_threshold: float = Field(0.9, ge=0, le=1, description="foundation policy: confidence >= this is auto-approved")
     escalate_confidence_threshold: float = Field(0.6, ge=0, le=1, description="foundation policy: confidence < this is escalated")
     review_sla_seconds: float = Field(3600.0, gt=0)
+    policy_watch_seconds: float = Field(2.0, ge=0, description="how often the worker re-reads LOOPLINE_POLICY_FILE and applies a changed one (0 = never)")
+    stats_flush_seconds: float = Field(5.0, gt=0, description="how often per-partition tier statistics are saved to their changelog-backed table")
     fetch_max_wait_ms: int = Field(50, ge=1, le=5000, description="longest a fetch may wait for data (Faust hard-codes 1500 ms; the embedded broker holds a fetch that long even when data arrives)")
     pending_ttl_seconds: float = Field(7 * 86400, gt=0, description="how long a review task stays joinable with its corrections")
     waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")

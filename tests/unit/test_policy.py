@@ -415,3 +415,87 @@ def test_parse_policy_is_pure():
     spec = parse_policy(RULES)
     assert spec.version == "rules-1" and set(spec.models) == {"fraud"} and spec.fallback.name == "*"
     assert spec.digest == parse_policy(RULES).digest
+
+
+# --------------------------------------------------------------- runtime overlays and override risk
+def _frame(confidences, labels=None):
+    from benchmarks.events import make_events
+    from processors.frame import frames_from_events
+
+    evs = make_events(len(confidences), start_ms=0)
+    for e, c in zip(evs, confidences):
+        e["confidence"] = c
+        e["risk"] = {}
+        e["context"] = {}
+        if labels:
+            e["predicted_label"] = labels.pop(0)
+    return frames_from_events(evs)[0]
+
+
+OVERLAY_POLICY = """
+version = "ov-1"
+[models.fraud.tiers.auto]
+min_confidence = 0.9
+min_confidence_by_class = { fraud = 0.95 }
+audit_rate = 0.0
+[models.fraud.tiers.review]
+max_override_risk = 0.5
+"""
+
+
+def test_override_risk_sends_confident_predictions_to_review():
+    from processors.policy import Policy
+
+    p = Policy.from_toml(OVERLAY_POLICY)
+    frame = _frame([0.99, 0.99, 0.5], ["legit", "legit", "legit"])
+    d = p.decide_frame(frame, 0, override_risk=np.array([0.1, 0.8, 0.9]))
+    assert d.tiers.tolist() == [0, 1, 1]
+    # the confidence rule fires first for the low-confidence row; the override rule names itself
+    assert [d.reasons[c] for c in d.reason_codes] == ["confidence>=0.9", "override_risk>0.5", "confidence<0.9"]
+    # without a model (None) the rule is inert
+    assert p.decide_frame(frame, 0).tiers.tolist() == [0, 0, 1]
+
+
+def test_overlay_moves_thresholds_survives_replacement_and_clears():
+    from processors.policy import Policy, PolicyHolder
+
+    h = PolicyHolder(Policy.from_toml(OVERLAY_POLICY))
+    frame = _frame([0.93, 0.97], ["legit", "fraud"])
+    assert h.decide_frame(frame, 0).tiers.tolist() == [0, 0]
+    ch = h.set_overlay("drift", "fraud", min_confidence_delta=0.04, audit_rate_delta=0.1, evidence={"psi": 0.3},
+                       now_ms=1)
+    assert ch.kind == "overlay_set" and ch.changed and ch.evidence == {"psi": 0.3}
+    mp = h.policy.model("fraud")
+    assert (mp.min_confidence, dict(mp.min_confidence_by_class), mp.audit_rate) == (0.94, {"fraud": 0.99}, 0.1)
+    d = h.decide_frame(frame, 0)
+    assert d.tiers.tolist() == [1, 1] and d.policy_version == h.version != "ov-1"
+    assert [d.reasons[c] for c in d.reason_codes] == ["confidence<0.94", "confidence[fraud]<0.99"]
+    # a new base policy keeps the overlay on top
+    h.replace(OVERLAY_POLICY.replace("ov-1", "ov-2"), now_ms=2)
+    assert h.base.version == "ov-2" and h.version.startswith("ov-2+drift:fraud@")
+    assert h.policy.model("fraud").min_confidence == 0.94
+    # an absolute threshold (autopilot) plus a delta (drift) compose; unknown models get the fallback's rules
+    h.set_overlay("autopilot", "fraud", min_confidence=0.8, now_ms=3)
+    assert h.policy.model("fraud").min_confidence == 0.84
+    h.set_overlay("drift", "other", min_confidence_delta=0.5, now_ms=4)
+    assert h.policy.model("other").min_confidence == 1.0  # clipped to [0, 1]
+    assert h.clear_overlay("drift", "nobody") is None
+    for name, model in [("drift", "fraud"), ("autopilot", "fraud"), ("drift", "other")]:
+        assert h.clear_overlay(name, model, now_ms=5).kind == "overlay_cleared"
+    assert h.version == "ov-2" and h.policy is h.base
+
+
+def test_overlay_rejects_values_outside_unit_interval():
+    from processors.policy import Policy, PolicyHolder
+
+    h = PolicyHolder(Policy.from_toml(OVERLAY_POLICY))
+    with pytest.raises(ConfigError, match="overlay.autopilot.min_confidence"):
+        h.set_overlay("autopilot", "fraud", min_confidence=1.5)
+    assert h.version == "ov-1" and not h.overlays
+
+
+def test_max_override_risk_is_validated():
+    from processors.policy import Policy
+
+    with pytest.raises(ConfigError, match="models.fraud.tiers.review.max_override_risk"):
+        Policy.from_toml(OVERLAY_POLICY.replace("max_override_risk = 0.5", "max_override_risk = 2"))

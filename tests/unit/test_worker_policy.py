@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.events import make_events
 from connectors.processes import loopline_exe
-from processors.frame import batch_from_events
+from processors.frame import batch_from_events, frames_from_events
 from processors.policy import PolicyHolder
 from processors.router import InputRecord
 from processors.serde import PREDICTION_BATCH
@@ -28,9 +28,20 @@ def test_worker_uses_policy_file(tmp_path):
     assert all(r.decisions.policy_version == w.policy.version for r in res.routed)
 
 
-def test_default_is_threshold_policy(tmp_path):
-    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path))
-    assert isinstance(w.policy, ThresholdPolicy)
+def test_default_policy_decides_like_the_threshold_policy(tmp_path):
+    """Without a policy file the worker's policy is a replaceable PolicyHolder equal to the two thresholds."""
+    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, auto_confidence_threshold=0.8,
+                        escalate_confidence_threshold=0.4))
+    assert isinstance(w.policy, PolicyHolder) and w.policy.version == "threshold-v1"
+    events = make_events(2000, start_ms=0)
+    for i, e in enumerate(events):
+        e["confidence"] = i / 2000
+    frame = frames_from_events(events)[0]
+    ours = w.policy.decide_frame(frame, now_ms=0)
+    reference = ThresholdPolicy(auto=0.8, escalate=0.4).decide_frame(frame, now_ms=0)
+    assert len(set(ours.tiers.tolist())) == 3
+    assert ours.tiers.tolist() == reference.tiers.tolist()
+    assert [ours.reasons[c] for c in ours.reason_codes] == [reference.reasons[c] for c in reference.reason_codes]
 
 
 def test_invalid_policy_file_stops_worker_with_a_sentence(tmp_path):
