@@ -200,6 +200,7 @@ class ModelPolicy:
     established_versions: frozenset
     reasons: tuple[str, ...] = ()
     codes: Mapping[str, int] = field(default_factory=dict)
+    personal_data: frozenset = frozenset()  # feature/risk/context keys masked for reviewers without clearance
 
     def code(self, reason: str) -> int:
         return self.codes[reason]
@@ -267,6 +268,7 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     """Validate one (possibly partial) model section and compile it with built-in defaults."""
     m = _Table(data, path, source)
     positive = m.string("positive_label", None)
+    personal = frozenset(m.strings("personal_data", []))
     tiers = m.table("tiers")
     a, r, e = tiers.table("auto"), tiers.table("review"), tiers.table("escalate")
     tiers.finish()
@@ -305,7 +307,8 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     return _compile(ModelPolicy(
         name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
         round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
-        esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established))
+        esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
+        personal_data=personal))
 
 
 def _compile(mp: ModelPolicy) -> ModelPolicy:

@@ -112,19 +112,23 @@ class TierStats:
         self._models: set[str] = set()
 
     # ------------------------------------------------------------------ updates
-    def update_decisions(self, model: str | Sequence[str], tier, confidence, predicted_label: Sequence[str],
+    def update_decisions(self, model: str | Sequence[str], tier, confidence, predicted_label,
                          propensity, audited, event_time_ms) -> None:
         """Add routing decisions (columns of equal length; ``model``/``tier`` may be scalars).
 
-        ``tier``: names or codes (0 auto, 1 review, 2 escalate); ``event_time_ms``:
-        the prediction's ``emitted_at``.
+        ``tier``: names or codes (0 auto, 1 review, 2 escalate); ``predicted_label``:
+        label strings, or an already dictionary-encoded ``(codes, labels)`` pair;
+        ``event_time_ms``: the prediction's ``emitted_at``.
         """
         conf = np.asarray(confidence, dtype=np.float64)
         n = len(conf)
         if n == 0:
             return
         gk, keys = self._groups(model, tier, n)
-        lc, labels = _codes(predicted_label)
+        if isinstance(predicted_label, tuple):
+            lc, labels = np.asarray(predicted_label[0], dtype=np.int64), list(predicted_label[1])
+        else:
+            lc, labels = _codes(predicted_label)
         prop = np.asarray(propensity, dtype=np.float64)
         aud = np.asarray(audited, dtype=bool)
         tiers = np.array([_TIER_CODE[t] for _, t in keys], dtype=np.int64)[gk]
@@ -202,7 +206,7 @@ class TierStats:
 
     def update_routed(self, frame, decisions) -> None:
         """Add the decisions of one routed frame (``processors.router.Routed`` parts)."""
-        self.update_decisions(frame.model_name, decisions.tiers, frame.confidence, frame.predicted_labels(),
+        self.update_decisions(frame.model_name, decisions.tiers, frame.confidence, (frame.label_codes, frame.labels),
                               decisions.propensity, decisions.audited, frame.emitted_at)
 
     def update_examples(self, examples: Iterable[dict], positive_label: Callable[[str], str | None],

@@ -122,9 +122,46 @@ def show_task(task: dict, labels: list[str], out) -> None:
                                      for k, v in sorted(p[m].items())), file=out)
 
 
+class Keys:
+    """One keystroke at a time: raw (no Enter) on a terminal, the first character of a line otherwise.
+
+    Free text (a note) is always a whole line.
+    """
+
+    def __init__(self, inp) -> None:
+        self.inp = inp
+        try:
+            self.tty = inp.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+
+    def key(self, out) -> str:
+        if not self.tty:
+            return (self.inp.readline() or "q").strip()[:1].lower()
+        import termios
+        import tty
+
+        fd = self.inp.fileno()
+        old = termios.tcgetattr(fd)
+        try:
+            tty.setcbreak(fd)
+            ch = os.read(fd, 1).decode(errors="replace")
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        print(ch if ch.isprintable() else "", file=out, flush=True)
+        return "q" if ch in ("", "\x04", "\x03") else ch.lower()
+
+    def line(self) -> str:
+        return self.inp.readline().strip()
+
+
 def review_loop(api: ApiClient, queue: str, inp, out) -> int:
-    """Claim the next task, show it, answer with one key; repeat until q or the queue is empty."""
+    """Claim the next task, show it, answer with one keystroke; repeat until q or the queue is empty.
+
+    ``n`` first attaches a note (a line of text) to the answer that follows.
+    """
     answered = 0
+    keys_in = Keys(inp)
     while True:
         status, body = api.call("GET", "/api/queues")
         if status != 200:
@@ -145,11 +182,17 @@ def review_loop(api: ApiClient, queue: str, inp, out) -> int:
             return 0
         task, labels = claimed["task"], claimed["labels"]
         show_task(task, labels, out)
-        keys = "[a]pprove [c]orrect [u]nsure " + ("[e]scalate " if task["queue"] == "analyst" else "") + "[q]uit"
+        keys = ("[a]pprove [c]orrect [u]nsure " + ("[e]scalate " if task["queue"] == "analyst" else "")
+                + "[n]ote [q]uit")
+        note = None
         while True:
             print(keys + " > ", end="", file=out, flush=True)
-            key = (inp.readline() or "q").strip()[:1].lower()
+            key = keys_in.key(out)
             body: dict = {"source": "cli"}
+            if key == "n":
+                print("note > ", end="", file=out, flush=True)
+                note = keys_in.line() or None
+                continue
             if key == "q":
                 print(f"{answered} answered; the open task returns to the queue when its lease ends.", file=out)
                 return 0
@@ -165,15 +208,13 @@ def review_loop(api: ApiClient, queue: str, inp, out) -> int:
                     print("no other label has been seen for this model", file=out)
                     continue
                 print("  ".join(f"{i}) {lb}" for i, lb in enumerate(others, 1)) + " > ", end="", file=out, flush=True)
-                choice = inp.readline().strip()
+                choice = keys_in.key(out) if len(others) < 10 else keys_in.line()
                 if not choice.isdigit() or not 1 <= int(choice) <= len(others):
                     print("pick one of the numbers", file=out)
                     continue
                 body.update(action="correct", corrected_label=others[int(choice) - 1])
             else:
                 continue
-            print("note (Enter for none) > ", end="", file=out, flush=True)
-            note = inp.readline().strip()
             if note:
                 body["note"] = note
             break

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import logging
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -28,6 +30,8 @@ from connectors.review.feed import correction_for
 from connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
 from connectors.review.store import LeaseError, ReviewStore, TaskNotFound
 from processors.errors import LooplineError
+
+log = logging.getLogger("loopline.review")
 
 MASK = "•••"
 ACTIONS = {"approve": "approve", "correct": "override", "override": "override", "unsure": "unsure",
@@ -67,16 +71,21 @@ class _StoreCollector:
         return []
 
     def collect(self):
-        stats = self.store.queue_stats(time.time())
+        now = time.time()
+        stats = self.store.queue_stats(now)
+        late = self.store.past_due(now)
         depth = GaugeMetricFamily("loopline_review_queue_depth", "tasks waiting (unleased)", labels=["tier"])
         leased = GaugeMetricFamily("loopline_review_leased_tasks", "tasks under a lease", labels=["tier"])
         oldest = GaugeMetricFamily("loopline_review_oldest_waiting_seconds", "age of the oldest waiting task",
                                    labels=["tier"])
+        past_due = GaugeMetricFamily("loopline_review_tasks_past_due", "waiting (unleased) tasks past their due_by",
+                                     labels=["tier"])
         for q in QUEUES:
             depth.add_metric([q], stats[q]["waiting"])
             leased.add_metric([q], stats[q]["leased"])
             oldest.add_metric([q], stats[q]["oldest_age_seconds"])
-        yield from (depth, leased, oldest)
+            past_due.add_metric([q], late[q])
+        yield from (depth, leased, oldest, past_due)
         yield CounterMetricFamily("loopline_review_lease_expiries", "leases that expired unanswered",
                                   value=self.store.counter("lease_expiries"))
         dropped = CounterMetricFamily("loopline_review_dropped_tasks", "tasks dropped by the store bounds",
@@ -143,10 +152,33 @@ class ReviewService:
             pred = out.get("prediction") or {}
             for m in _MASKED_MAPS:
                 values = pred.get(m) or {}
+                masked = self.personal_data(task.get("model_name", ""))
                 for k in values:
-                    if k in self.settings.masked_features:
+                    if k in masked:
                         values[k] = MASK
         return out
+
+    def personal_data(self, model: str) -> frozenset:
+        """Keys masked for reviewers without clearance: the policy's ``personal_data`` for the model
+        (re-read when the policy file changes) plus ``LOOPLINE_REVIEW_MASKED_FEATURES``."""
+        base = frozenset(self.settings.masked_features)
+        path = self.settings.policy_file
+        if not path:
+            return base
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime != getattr(self, "_policy_mtime", object()):
+            self._policy_mtime = mtime
+            try:
+                from processors.policy import Policy
+
+                self._policy = Policy.from_file(path)
+            except Exception:  # keep the last valid policy's marks; the worker reports the bad file
+                log.warning("review server: cannot read personal-data marks from %s", path, exc_info=True)
+        policy = getattr(self, "_policy", None)
+        return base | policy.model(model).personal_data if policy is not None else base
 
     def queue_stats(self) -> dict:
         return self.store.queue_stats(time.time())

@@ -25,6 +25,7 @@ class ReviewSettings:
     task_ttl_seconds: float = 7 * 86400.0
     max_tasks: int = 100_000
     masked_features: tuple[str, ...] = ("country", "account_age_days")
+    policy_file: Path | None = None  # its models' `personal_data` keys are masked too
     session_seconds: float = 12 * 3600.0
     session_key: bytes = b"loopline-dev-key-change-me"
     session_timeout_seconds: float = 6.0
@@ -38,6 +39,7 @@ class ReviewSettings:
             "db_path": Path(settings.data_dir) / "review.sqlite3",
             "session_key": settings.snapshot_hmac_key.get_secret_value().encode(),
             "session_timeout_seconds": settings.session_timeout_seconds,
+            "policy_file": getattr(settings, "policy_file", None),
         }
         for f in fields(cls):
             v = getattr(settings, f"review_{f.name}", None)

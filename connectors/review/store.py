@@ -49,6 +49,7 @@ CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (done, queue, priority DESC, due
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at);
 CREATE INDEX IF NOT EXISTS tasks_waiting ON tasks (done, queue, leased_by, created_at);
 CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE leased_by IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (done, queue, leased_by, due_by);
 CREATE TABLE IF NOT EXISTS labels (model_name TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (model_name, label));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reviewers (name TEXT PRIMARY KEY, role TEXT NOT NULL, pii_clearance INTEGER NOT NULL,
@@ -171,6 +172,18 @@ class ReviewStore:
                     (q,)).fetchone()
                 out[q] = {"waiting": waiting, "leased": total - waiting,
                           "oldest_age_seconds": max(0.0, now - oldest / 1000.0) if oldest is not None else 0.0}
+        return out
+
+    def past_due(self, now: float) -> dict[str, int]:
+        """Per queue: waiting (unleased) tasks whose ``due_by`` has passed — an index range count
+        (index ``tasks_due``), cheap enough for every scrape. Call after :meth:`queue_stats`
+        (which expires leases) to count tasks whose lease just ended as waiting."""
+        out = {}
+        with self._lock:
+            for q in QUEUES:
+                out[q] = self._db.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL AND due_by < ?",
+                    (q, int(now * 1000))).fetchone()[0]
         return out
 
     def get(self, task_id: str) -> dict:

@@ -305,9 +305,10 @@ def test_terminal_reviewer_answers_with_one_key(server, loopline_settings):
 
     srv, _ = server
     out = io.StringIO()
-    # first task (ev-1): correct to label 1 ("fraud") with a note; second (ev-0): approve; then the queue is empty
+    # first task (ev-1): an unknown key, a note, then correct to label 1 ("fraud"); second (ev-0): approve;
+    # then the queue is empty
     code = review_loop(ApiClient(srv.url, "ana", PASSWORDS["ana"]), "analyst",
-                       io.StringIO("x\nc\n1\nfrom the terminal\na\n\n"), out)
+                       io.StringIO("x\nn\nfrom the terminal\nc\n1\na\n"), out)
     assert code == 0, out.getvalue()
     assert "published override fraud for ev-1" in out.getvalue() and "Nothing waiting" in out.getvalue()
     recs = sorted((r["event_id"], r["action"], r["reviewer_id"], r["source"], r["note"])
