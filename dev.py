@@ -24,7 +24,10 @@ PY = VENV / "bin" / "python"
 # Debian packages the test suite needs (installed with apt-get when missing and we are root).
 # chromium: the review queue's real-browser test (driven by Playwright with executable_path,
 # never a browser download of Playwright's own).
-APT_FOR_TEST: dict[str, str] = {"chromium": "chromium"}  # binary -> package
+# prometheus: promtool for the alert-rule unit tests and the server for the real-Prometheus test;
+# prometheus-alertmanager: amtool checks the Alertmanager config.
+APT_FOR_TEST: dict[str, str] = {"chromium": "chromium", "promtool": "prometheus",
+                                "amtool": "prometheus-alertmanager"}  # binary -> package
 
 
 def run(cmd: list[str], **kw) -> None:

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from connectors.registry import build_serde
 from processors.router import InputRecord, Router, dead_letter
 from processors.policy import Policy, PolicyHolder
+from streams.lag import register_lag_metrics
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -180,6 +181,7 @@ class Worker:
             if name in agents:
                 module, func = target.split(":")
                 getattr(importlib.import_module(module), func)(self, app)
+        register_lag_metrics(self, app)
         self._register_views(app)
 
         @app.on_rebalance_complete.connect

@@ -83,6 +83,15 @@ def _kv(values: dict | None) -> str:
         for k, v in sorted(values.items())) + "</table>"
 
 
+def _similar(rows: list[dict] | None) -> str:
+    if not rows:
+        return ""
+    cells = "".join(f"<tr><td>{escape(r['event_id'])}</td><td>{r['confidence']:.3f}</td><td>{escape(r['action'])}</td>"
+                    f"<td>{escape(r['corrected_label'] or '')}</td></tr>" for r in rows)
+    return ("<h3>Recent answers to similar cases</h3><p class=muted>same model, predicted label and rule</p>"
+            f"<table id=similar><tr><th>event</th><th>confidence</th><th>answer</th><th>label</th></tr>{cells}</table>")
+
+
 def task_page(task: dict, labels: list[str], reviewer: dict) -> str:
     p, ins = task["prediction"], task["insights"]
     predicted = p["predicted_label"]
@@ -99,7 +108,7 @@ def task_page(task: dict, labels: list[str], reviewer: dict) -> str:
  · reason <b>{escape(task['reason'])}</b></p>
 <div class=grid><section><h2>Prediction</h2><p>label <b id=predicted>{escape(predicted)}</b> · confidence <b>{p['confidence']:.3f}</b></p>
 <h3>Class probabilities</h3>{_kv(p.get('class_probabilities'))}<h3>Insights</h3>{_kv({k: v for k, v in insights.items() if v is not None})}
-{'<h3>Top contributions</h3><table>' + contrib + '</table>' if contrib else ''}</section>
+{'<h3>Top contributions</h3><table>' + contrib + '</table>' if contrib else ''}{_similar(task.get('similar_answers'))}</section>
 <section><h2>Features</h2>{_kv(p.get('features_numeric'))}{_kv(p.get('features_categorical'))}
 <h3>Risk</h3>{_kv(p.get('risk'))}<h3>Context</h3>{_kv(p.get('context'))}</section></div>
 <section style=margin-top:1em><form method=post action='/tasks/{tid}/submit' id=answer>

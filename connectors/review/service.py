@@ -148,6 +148,7 @@ class ReviewService:
         out["queue"] = QUEUE_OF_TIER[task["tier"]]
         if "_lease" in task:
             out["lease_until"] = task["_lease"]["lease_until"]
+            out["similar_answers"] = self.store.similar_answers(task)  # only for the task being worked on
         if not reviewer["pii_clearance"]:
             pred = out.get("prediction") or {}
             for m in _MASKED_MAPS:
@@ -252,6 +253,7 @@ class ReviewService:
             raise ReviewError(503, f"the answer could not be published, try again ({exc})") from None
         if wire == "escalate":
             self.store.escalate_copy(task, now)
+        self.store.record_answer(task, wire, label, now)
         self.metrics.reviews.labels(queue, wire).inc()
         self.metrics.latency.labels(queue).observe(review_seconds)
         return correction

@@ -52,6 +52,10 @@ CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE leased_by I
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (done, queue, leased_by, due_by);
 CREATE TABLE IF NOT EXISTS labels (model_name TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (model_name, label));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (id INTEGER PRIMARY KEY AUTOINCREMENT, model_name TEXT NOT NULL,
+    predicted_label TEXT NOT NULL, reason TEXT NOT NULL, event_id TEXT NOT NULL, action TEXT NOT NULL,
+    corrected_label TEXT, confidence REAL NOT NULL, answered_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS answers_similar ON answers (model_name, predicted_label, reason, id);
 CREATE TABLE IF NOT EXISTS reviewers (name TEXT PRIMARY KEY, role TEXT NOT NULL, pii_clearance INTEGER NOT NULL,
     salt BLOB NOT NULL, hash BLOB NOT NULL);
 """
@@ -245,6 +249,32 @@ class ReviewStore:
         with self._lock:
             return [r[0] for r in self._db.execute(
                 "SELECT label FROM labels WHERE model_name = ? ORDER BY label", (model_name,))]
+
+    MAX_ANSWERS = 10_000  # recent answers kept for "similar cases" (oldest trimmed)
+
+    def record_answer(self, task: dict, action: str, corrected_label: str | None, now: float) -> None:
+        """Remember an answer so reviewers of similar cases can see it; keeps the last MAX_ANSWERS."""
+        p = task["prediction"]
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "INSERT INTO answers (model_name, predicted_label, reason, event_id, action, corrected_label,"
+                " confidence, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task["model_name"], p["predicted_label"], task["reason"], task["event_id"], action,
+                 corrected_label, float(p["confidence"]), now))
+            if cur.lastrowid % 500 == 0:  # trim in batches, not on every insert
+                self._db.execute("DELETE FROM answers WHERE id <= ?", (cur.lastrowid - self.MAX_ANSWERS,))
+
+    def similar_answers(self, task: dict, limit: int = 5) -> list[dict]:
+        """The latest answers to cases with the same model, predicted label and routing rule (index range)."""
+        p = task["prediction"]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, action, corrected_label, confidence, answered_at FROM answers"
+                " WHERE model_name = ? AND predicted_label = ? AND reason = ? AND event_id != ?"
+                " ORDER BY id DESC LIMIT ?",
+                (task["model_name"], p["predicted_label"], task["reason"], task["event_id"], limit)).fetchall()
+        return [{"event_id": r[0], "action": r[1], "corrected_label": r[2], "confidence": r[3],
+                 "answered_at": r[4]} for r in rows]
 
     def escalate_copy(self, task: dict, now: float) -> bool:
         """Store an escalation copy of an analyst task (tier escalate, task_id ``<event_id>:escalate``)."""

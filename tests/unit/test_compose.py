@@ -1,5 +1,10 @@
 """docker-compose.yml and Dockerfile, checked by parsing (no Docker engine needed).
 
+The monitoring services (prometheus, alertmanager, grafana) are checked against the
+files they mount from ops/: what Prometheus scrapes and where it sends alerts must
+be services and ports of this file, the rule file it loads must be mounted, and
+Grafana's provisioning must find the dashboard and the Prometheus service.
+
 Each check is a ``*_problems(...)`` function returning human-readable problems;
 the tests assert the real files have none, and ``test_checks_catch_mistakes``
 breaks a copy of the real compose file in one way per check to prove every
@@ -29,7 +34,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PYPROJECT = REPO / "pyproject.toml"
 
-REQUIRED_SERVICES = ("kafka", "schema-registry", "worker")
+REQUIRED_SERVICES = ("kafka", "schema-registry", "worker", "review", "prometheus", "alertmanager", "grafana")
 
 
 # ------------------------------------------------------------------ loading
@@ -323,6 +328,129 @@ def worker_web_problems(compose: dict, dockerfile_text: str) -> list[str]:
     return problems
 
 
+def bind_mounts(service: dict) -> dict[str, Path]:
+    """container path -> host path (resolved) of a service's bind mounts."""
+    out = {}
+    for vol in service.get("volumes") or []:
+        if isinstance(vol, dict):
+            if vol.get("type") == "bind":
+                out[vol["target"]] = (REPO / vol["source"]).resolve()
+            continue
+        parts = vol.split(":")
+        if len(parts) >= 2 and parts[0].startswith((".", "/")):
+            out[parts[1]] = (REPO / parts[0]).resolve()
+    return out
+
+
+def mounted_file(service: dict, container_path: str) -> Path | None:
+    """The host file a container path comes from (a file mount or a file inside a mounted folder)."""
+    for target, source in sorted(bind_mounts(service).items(), key=lambda kv: -len(kv[0])):
+        if container_path == target:
+            return source
+        if container_path.startswith(target.rstrip("/") + "/"):
+            return source / container_path[len(target.rstrip("/")) + 1:]
+    return None
+
+
+def command_flag(service: dict, flag: str, default: str) -> str:
+    for word in as_words(service.get("command") or []):
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return default
+
+
+def prometheus_problems(compose: dict) -> list[str]:
+    """Prometheus loads a mounted config whose rule files are mounted and whose scrape and
+    alerting targets are services of this file on the ports they listen on."""
+    services = compose.get("services") or {}
+    prom = services.get("prometheus")
+    if prom is None:
+        return ["service 'prometheus' is missing"]
+    config_path = command_flag(prom, "--config.file", "/etc/prometheus/prometheus.yml")
+    host_config = mounted_file(prom, config_path)
+    if host_config is None or not host_config.is_file():
+        return [f"prometheus: {config_path} is not mounted from a file of the repository"]
+    config = yaml.safe_load(host_config.read_text(encoding="utf-8"))
+    problems = []
+    for rule_file in config.get("rule_files") or []:
+        container = rule_file if rule_file.startswith("/") else str(Path(config_path).parent / rule_file)
+        host = mounted_file(prom, container)
+        if host is None or not host.is_file():
+            problems.append(f"prometheus: rule file {container} is not mounted")
+    if not config.get("rule_files"):
+        problems.append("prometheus: loads no rule files")
+    ports = {
+        "worker": int(service_env(services.get("worker", {})).get("LOOPLINE_WEB_PORT", 6066)),
+        "review": int(service_env(services.get("review", {})).get("LOOPLINE_REVIEW_PORT", 6070)),
+        "alertmanager": 9093, "prometheus": 9090,
+    }
+    targets = []
+    for job in config.get("scrape_configs") or []:
+        for sc in job.get("static_configs") or []:
+            targets += [(job["job_name"], t) for t in sc.get("targets", [])]
+        for sd in job.get("dns_sd_configs") or []:
+            targets += [(job["job_name"], f"{name}:{sd.get('port')}") for name in sd.get("names", [])]
+    for am in (config.get("alerting") or {}).get("alertmanagers") or []:
+        for sc in am.get("static_configs") or []:
+            targets += [("alertmanagers", t) for t in sc.get("targets", [])]
+    jobs = {job for job, _ in targets}
+    for needed in ("loopline-worker", "loopline-review", "alertmanagers"):
+        if needed not in jobs:
+            problems.append(f"prometheus: nothing configured for {needed}")
+    for job, target in targets:
+        host, port = host_port(target)
+        if host == "localhost" and job == "prometheus":
+            continue
+        if host not in services:
+            problems.append(f"prometheus: {job} target {target} is not a service of docker-compose.yml")
+        elif host in ports and ports[host] != port:
+            problems.append(f"prometheus: {job} target {target} but {host} listens on {ports[host]}")
+    return problems
+
+
+def grafana_problems(compose: dict) -> list[str]:
+    """Grafana's provisioning is mounted, finds the dashboards folder and the Prometheus service."""
+    services = compose.get("services") or {}
+    grafana = services.get("grafana")
+    if grafana is None:
+        return ["service 'grafana' is missing"]
+    problems = []
+    prov = mounted_file(grafana, "/etc/grafana/provisioning")
+    if prov is None or not prov.is_dir():
+        return ["grafana: /etc/grafana/provisioning is not mounted from a folder of the repository"]
+    for path in sorted((prov / "dashboards").glob("*.y*ml")):
+        for provider in yaml.safe_load(path.read_text(encoding="utf-8")).get("providers", []):
+            folder = mounted_file(grafana, provider["options"]["path"])
+            if folder is None or not list(folder.glob("*.json")):
+                problems.append(f"grafana: dashboard path {provider['options']['path']} holds no mounted dashboard")
+    datasources = []
+    for path in sorted((prov / "datasources").glob("*.y*ml")):
+        datasources += yaml.safe_load(path.read_text(encoding="utf-8")).get("datasources", [])
+    if not datasources:
+        problems.append("grafana: no datasource provisioned")
+    for ds in datasources:
+        host, port = host_port(ds["url"])
+        if host not in services or (host == "prometheus" and port != 9090):
+            problems.append(f"grafana: datasource {ds['name']} points at {ds['url']}, not a compose service")
+    return problems
+
+
+def alertmanager_problems(compose: dict) -> list[str]:
+    services = compose.get("services") or {}
+    am = services.get("alertmanager")
+    if am is None:
+        return ["service 'alertmanager' is missing"]
+    path = command_flag(am, "--config.file", "/etc/alertmanager/alertmanager.yml")
+    host = mounted_file(am, path)
+    if host is None or not host.is_file():
+        return [f"alertmanager: {path} is not mounted from a file of the repository"]
+    config = yaml.safe_load(host.read_text(encoding="utf-8"))
+    receivers = {r["name"] for r in config.get("receivers", [])}
+    routes = [config["route"], *config["route"].get("routes", [])]
+    return [f"alertmanager: route to unknown receiver {r['receiver']}" for r in routes
+            if r.get("receiver") and r["receiver"] not in receivers]
+
+
 # ------------------------------------------------------------------ tests
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -466,6 +594,32 @@ def test_build_context_holds_what_pip_install_needs():
         assert _dockerignored(rel, patterns), f".dockerignore should exclude {rel}"
 
 
+def test_prometheus_config_matches_the_services(compose):
+    assert prometheus_problems(compose) == []
+
+
+def test_grafana_provisioning_is_mounted(compose):
+    assert grafana_problems(compose) == []
+
+
+def test_alertmanager_config_is_mounted(compose):
+    assert alertmanager_problems(compose) == []
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")
+def test_prometheus_config_is_valid():
+    result = subprocess.run(["promtool", "check", "config", str(REPO / "ops" / "prometheus" / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool (Debian package prometheus-alertmanager) is not installed")
+def test_alertmanager_config_is_valid():
+    result = subprocess.run(["amtool", "check-config", str(REPO / "ops" / "alertmanager" / "alertmanager.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _docker_compose_available() -> bool:
     if not shutil.which("docker"):
         return False
@@ -532,6 +686,30 @@ def _drop_service(c):
     del c["services"]["schema-registry"]
 
 
+def _break_rules_mount(c):
+    c["services"]["prometheus"]["volumes"] = [v for v in c["services"]["prometheus"]["volumes"] if "alerts.yml" not in v]
+
+
+def _break_scrape_port(c):
+    c["services"]["worker"]["environment"]["LOOPLINE_WEB_PORT"] = "7077"
+
+
+def _break_review_service(c):
+    del c["services"]["review"]
+
+
+def _break_dashboards_mount(c):
+    c["services"]["grafana"]["volumes"] = [v for v in c["services"]["grafana"]["volumes"] if "dashboards" not in v]
+
+
+def _break_grafana_provisioning(c):
+    c["services"]["grafana"]["volumes"] = [v for v in c["services"]["grafana"]["volumes"] if "provisioning" not in v]
+
+
+def _break_alertmanager_config(c):
+    c["services"]["alertmanager"]["command"] = ["--config.file=/etc/alertmanager/other.yml"]
+
+
 @pytest.mark.parametrize("breaker, check", [
     (_drop_service, missing_services_problems),
     (_break_mount, mount_problems),
@@ -545,6 +723,12 @@ def _drop_service(c):
     (_break_untagged_image, image_pin_problems),
     (_break_command, loopline_command_problems),
     (_break_fixed_port, lambda c: worker_web_problems(c, DOCKERFILE.read_text(encoding="utf-8"))),
+    (_break_rules_mount, prometheus_problems),
+    (_break_scrape_port, prometheus_problems),
+    (_break_review_service, prometheus_problems),
+    (_break_dashboards_mount, grafana_problems),
+    (_break_grafana_provisioning, grafana_problems),
+    (_break_alertmanager_config, alertmanager_problems),
 ], ids=lambda x: getattr(x, "__name__", "check"))
 def test_checks_catch_mistakes(compose, breaker, check):
     broken = copy.deepcopy(compose)

@@ -143,3 +143,25 @@ def test_reviewers_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert main(["reviewers", "remove", "ana"]) == 0
     store = ReviewStore(tmp_path / "review.sqlite3")
     assert store.reviewers() == []
+
+
+def test_similar_answers_same_model_label_and_rule_latest_first_and_bounded(store, monkeypatch):
+    def t(n, label="legit", reason="low_confidence"):
+        x = task(n, label=label)
+        x["reason"] = reason
+        x["prediction"]["confidence"] = 0.5 + n / 100
+        return x
+
+    store.record_answer(t(1), "approve", "legit", NOW)
+    store.record_answer(t(2), "override", "fraud", NOW + 1)
+    store.record_answer(t(3, label="fraud"), "approve", "fraud", NOW + 2)  # other predicted label
+    store.record_answer(t(4, reason="risk:amount>=10000"), "approve", "legit", NOW + 3)  # other rule
+    got = store.similar_answers(t(9))
+    assert [(r["event_id"], r["action"], r["corrected_label"]) for r in got] == \
+           [("e2", "override", "fraud"), ("e1", "approve", "legit")]
+    assert [r["event_id"] for r in store.similar_answers(t(1))] == ["e2"]  # never the case itself
+    monkeypatch.setattr(ReviewStore, "MAX_ANSWERS", 100)
+    for n in range(10, 1010):
+        store.record_answer(t(n), "approve", "legit", NOW)
+    kept = store._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert kept <= 100 + 500  # trimmed in batches of 500 inserts

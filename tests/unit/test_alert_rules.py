@@ -1,0 +1,217 @@
+"""The alert rules in ops/prometheus/alerts.yml, checked and unit-tested with ``promtool``.
+
+``promtool`` comes with Debian's ``prometheus`` package (``dev.py`` installs it for the
+tests); these tests are skipped only when it is absent. Besides running the promtool
+unit tests (ops/prometheus/tests/*.yml), they prove the unit tests can fail: with every
+``for:`` removed the "stays quiet" cases must fail for every alert, and with every
+expression replaced by one that never fires the "fires" cases must fail for every alert.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "ops" / "prometheus" / "alerts.yml"
+RULE_TESTS = sorted((REPO / "ops" / "prometheus" / "tests").glob("*.yml"))
+RUNBOOK_DOCS = (REPO / "README.md", REPO / "docs" / "fragments" / "metrics.md")
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+# ------------------------------------------------------------------ helpers (also used by the integration test)
+def load_rules(path: Path = RULES) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def alert_rules(rules: dict) -> list[dict]:
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+
+
+def duration_seconds(text: str) -> float:
+    """'1h30m' -> 5400.0"""
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        assert m.start() == pos, f"bad duration {text!r}"
+        total += int(m.group(1)) * _SECONDS[m.group(2)]
+        pos = m.end()
+    assert pos == len(text) and pos, f"bad duration {text!r}"
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def scale_rules(rules: dict, factor: float, min_seconds: float = 0.0) -> dict:
+    """A copy of ``rules`` with every time constant divided by ``factor``: ``for:``, range
+    selectors ``[5m]``, subquery steps and ``offset``. Lets a real Prometheus show in seconds
+    what the production rules do in minutes; durations never go below ``min_seconds``
+    (e.g. a few scrape intervals, so a rate window still holds samples)."""
+    def scaled(text: str) -> str:
+        return format_duration(max(min_seconds, duration_seconds(text) / factor))
+
+    def scale_expr(expr: str) -> str:
+        expr = re.sub(r"\[([0-9a-z]+)(?::([0-9a-z]*))?\]",
+                      lambda m: "[" + scaled(m.group(1)) + (":" + (scaled(m.group(2)) if m.group(2) else "")
+                                                           if m.group(0).count(":") else "") + "]", expr)
+        return re.sub(r"\boffset\s+([0-9a-z]+)", lambda m: "offset " + scaled(m.group(1)), expr)
+
+    out = yaml.safe_load(yaml.safe_dump(rules))
+    for group in out["groups"]:
+        for rule in group["rules"]:
+            rule["expr"] = scale_expr(rule["expr"])
+            if "for" in rule:
+                rule["for"] = scaled(rule["for"])
+    return out
+
+
+def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def failing_alerts(output: str) -> set[str]:
+    """Alert names of the failed cases in ``promtool test rules`` output."""
+    return set(re.findall(r"alertname: (\w+), time:", output))
+
+
+def run_unit_tests_against(rules: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run the promtool unit tests with ``rules`` in place of alerts.yml."""
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    tests_dir = tmp_path / "tests"
+    tests_dir.mkdir()
+    for path in RULE_TESTS:
+        shutil.copy(path, tests_dir / path.name)
+    return run_promtool("test", "rules", *[p.name for p in RULE_TESTS], cwd=tests_dir)
+
+
+# ------------------------------------------------------------------ tests
+@needs_promtool
+def test_rules_file_is_valid():
+    result = run_promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass():
+    assert RULE_TESTS, "no promtool unit tests in ops/prometheus/tests"
+    result = run_promtool("test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_summary_description_and_a_runbook_anchor():
+    docs = "\n".join(p.read_text(encoding="utf-8") for p in RUNBOOK_DOCS if p.exists())
+    anchors = set(re.findall(r'<a id="([^"]+)"', docs))
+    rules = alert_rules(load_rules())
+    assert len(rules) >= 9
+    for rule in rules:
+        ann = rule.get("annotations") or {}
+        for key in ("summary", "description", "runbook_url"):
+            assert ann.get(key), f"{rule['alert']}: no {key}"
+        target = ann["runbook_url"].split("#", 1)
+        assert len(target) == 2 and target[0] == "README.md", f"{rule['alert']}: runbook_url {ann['runbook_url']}"
+        assert target[1] in anchors, f"{rule['alert']}: no <a id=\"{target[1]}\"> in the README or metrics fragment"
+        assert rule.get("labels", {}).get("severity") in ("page", "ticket"), rule["alert"]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case():
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TESTS:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert spec["rule_files"] == ["../alerts.yml"], path
+        for case in spec["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fires if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {r["alert"] for r in alert_rules(load_rules())}
+    assert names - fires == set(), "alerts without a case where they fire"
+    assert names - quiet == set(), "alerts without a case where they stay quiet"
+
+
+def split_and(expr: str) -> list[str]:
+    """The operands of the top-level ``and`` operators of a PromQL expression (modifiers kept).
+
+    >>> split_and("a > 0 and on (x) (b and c) and d")
+    ['a > 0', 'on (x) (b and c)', 'd']
+    """
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == '"':
+            i = expr.index('"', i + 1)
+        elif depth == 0 and re.match(r"(?<![\w])and(?![\w])", expr[i:i + 4]) and (i == 0 or not expr[i - 1].isalnum()):
+            parts.append(expr[start:i].strip())
+            start = i + 3
+        i += 1
+    parts.append(expr[start:].strip())
+    return parts
+
+
+@needs_promtool
+def test_quiet_cases_fail_without_for(tmp_path):
+    """The short-spike cases really depend on ``for:``: dropping it must break every such alert's tests."""
+    rules = load_rules()
+    names = {r["alert"] for r in alert_rules(rules) if "for" in r}
+    assert len(names) >= 8
+    for rule in alert_rules(rules):
+        rule.pop("for", None)
+    result = run_unit_tests_against(rules, tmp_path)
+    assert failing_alerts(result.stdout + result.stderr) == names
+
+
+@needs_promtool
+def test_quiet_cases_fail_without_the_last_condition(tmp_path):
+    """Every ``and`` guard (low traffic, second window, lag present) is exercised: dropping an
+    alert's last ``and`` operand must break its tests."""
+    rules = load_rules()
+    names = set()
+    for rule in alert_rules(rules):
+        parts = split_and(rule["expr"])
+        if len(parts) > 1:
+            rule["expr"] = " and ".join(parts[:-1])
+            names.add(rule["alert"])
+    assert len(names) >= 7
+    result = run_unit_tests_against(rules, tmp_path)
+    assert failing_alerts(result.stdout + result.stderr) == names
+
+
+@needs_promtool
+def test_firing_cases_fail_when_nothing_fires(tmp_path):
+    rules = load_rules()
+    for rule in alert_rules(rules):
+        rule["expr"] = "vector(1) == 0"
+    result = run_unit_tests_against(rules, tmp_path)
+    names = {r["alert"] for r in alert_rules(rules)}
+    assert failing_alerts(result.stdout + result.stderr) == names
+
+
+def test_scale_rules_divides_every_time_constant():
+    rules = {"groups": [{"name": "g", "rules": [
+        {"alert": "A", "expr": 'sum(rate(x_total[5m])) > 0 and max(y offset 10m) > 1 and max_over_time(z[1h:1m]) > 0',
+         "for": "15m"}]}]}
+    out = scale_rules(rules, 60, min_seconds=2)
+    rule = out["groups"][0]["rules"][0]
+    assert rule["for"] == "15s"
+    assert rule["expr"] == 'sum(rate(x_total[5s])) > 0 and max(y offset 10s) > 1 and max_over_time(z[60s:2s]) > 0'
+    assert rules["groups"][0]["rules"][0]["for"] == "15m"  # the input is untouched
+
+
+@needs_promtool
+def test_scaled_real_rules_are_valid(tmp_path):
+    path = tmp_path / "scaled.yml"
+    path.write_text(yaml.safe_dump(scale_rules(load_rules(), 20, min_seconds=3)), encoding="utf-8")
+    result = run_promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
