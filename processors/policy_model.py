@@ -201,6 +201,8 @@ class ModelPolicy:
     reasons: tuple[str, ...] = ()
     codes: Mapping[str, int] = field(default_factory=dict)
     personal_data: frozenset = frozenset()  # feature/risk/context keys masked for reviewers without clearance
+    autopilot: Any = None  # processors.autopilot_config.AutopilotSpec | None
+    slices: tuple = ()  # processors.autopilot_config.SliceSpec, ...
 
     def code(self, reason: str) -> int:
         return self.codes[reason]
@@ -303,12 +305,15 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     if nv_rate > 0 and not nv_events and not nv_hours:
         raise nv.error("events", "set events and/or hours when review_rate > 0 (how long a version counts as new)")
     nv.finish()
+    from processors.autopilot_config import parse_autopilot, parse_slices  # here: that module imports this one
+    autopilot = parse_autopilot(m.raw("autopilot"), m.at("autopilot"), source) if "autopilot" in m.data else None
+    slices = parse_slices(m.raw("slices"), m.at("slices"), source) if "slices" in m.data else ()
     m.finish()
     return _compile(ModelPolicy(
         name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
         round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
         esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
-        personal_data=personal))
+        personal_data=personal, autopilot=autopilot, slices=slices))
 
 
 def _compile(mp: ModelPolicy) -> ModelPolicy:

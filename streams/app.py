@@ -181,6 +181,10 @@ class Worker:
             if name in agents:
                 module, func = target.split(":")
                 getattr(importlib.import_module(module), func)(self, app)
+        if "feedback" in agents:  # calibration, slices and the autopilot learn from the joined corrections
+            from streams.calibration import register_calibration
+
+            register_calibration(self, app)
         register_lag_metrics(self, app)
         self._register_views(app)
 
