@@ -181,6 +181,14 @@ class Worker:
             if name in agents:
                 module, func = target.split(":")
                 getattr(importlib.import_module(module), func)(self, app)
+        if "route" in agents:  # the override-risk model from the learning loop, hot-swapped
+            from streams.risk import register_risk_scorer
+
+            register_risk_scorer(self, app)
+        if "learn" in agents:
+            from streams.learner import learning_stats
+
+            self.stats_providers["learning"] = lambda: learning_stats(self)
         if "feedback" in agents:  # calibration, slices and the autopilot learn from the joined corrections
             from streams.calibration import register_calibration
 

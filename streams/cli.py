@@ -219,10 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true")
     be.set_defaults(func=cmd_bench)
     from connectors.review.cli import add_review_commands
+    from streams.cli_model import add_model_commands
     from streams.cli_policy import add_policy_commands
 
     add_review_commands(sub)
     add_policy_commands(sub)
+    add_model_commands(sub)
     return p
 
 

@@ -1,0 +1,74 @@
+"""The route side: frame scoring equals River's own predictions, hot swap by version, refusal keeps the old model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_learning_data import corrected_examples
+from connectors.simulator import FraudTraffic
+from processors.frame import frames_from_events
+from processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update
+from processors.learning.features import risk_features
+from processors.learning.scorer import RiskScorer
+from processors.schemas import SchemaRegistry
+from processors.serde import AvroSerde
+
+KEY = b"test-key"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    traffic = FraudTraffic(seed=8, n_events=20_000, concept_drift_at=0.1)
+    examples, _ = corrected_examples(traffic, 0, 20_000, seed=8)
+    lr = ModelLearner("fraud", LearnerConfig(positive_label="fraud", reviewer_max_share=1.0,
+                                             reviewer_max_per_window=10**9))
+    lr.learn_batch([(e, 0, i) for i, e in enumerate(examples)])
+    events = next(traffic.iter_chunks(chunk_size=500, start=20_000, stop=20_500)).events
+    return lr, events
+
+
+def test_frame_scores_equal_river_predictions(trained):
+    lr, events = trained
+    scorer = RiskScorer(KEY)
+    frame = frames_from_events(events)[0]
+    assert scorer.score_frame(frame) is None  # no model yet
+    assert scorer.accept(build_update("fraud", "override_risk", 1, lr.risk, key=KEY))
+    got = scorer.score_frame(frame)
+    want = [lr.risk.predict_proba_one(risk_features(e)) for e in frame_events(frame)]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert 0.0 < got.min() < got.max() < 1.0
+
+
+def frame_events(frame):
+    return [frame.row(i) for i in range(frame.n)]
+
+
+def test_newest_version_wins_and_a_tampered_snapshot_keeps_the_old_model(trained):
+    lr, events = trained
+    scorer = RiskScorer(KEY)
+    v2 = build_update("fraud", "override_risk", 2, lr.risk, key=KEY)
+    assert scorer.accept(v2)
+    assert not scorer.accept(build_update("fraud", "override_risk", 1, lr.risk, key=KEY))  # older: ignored
+    bad = build_update("fraud", "override_risk", 3, {"not": "a model"}, key=b"other-key")
+    with pytest.raises(SnapshotIntegrityError):
+        scorer.accept(bad)
+    assert scorer.version("fraud", "override_risk") == 2
+    assert scorer.score_frame(frames_from_events(events)[0]) is not None
+
+
+def test_insights_fit_the_review_insights_schema(trained):
+    lr, events = trained
+    scorer = RiskScorer(KEY, top=3)
+    assert scorer.insights(events[0], "review", "low_confidence") == {}
+    scorer.accept(build_update("fraud", "override_risk", 1, lr.risk, key=KEY))
+    scorer.accept(build_update("fraud", "challenger", 1, lr.challenger, key=KEY))
+    ins = scorer.insights(events[0], "review", "low_confidence")
+    assert set(ins) == {"override_risk", "online_prediction", "top_contributions"}
+    assert ins["online_prediction"] in ("fraud", "legit") and 0 < ins["override_risk"] < 1
+    assert len(ins["top_contributions"]) == 3
+    mags = [abs(c["contribution"]) for c in ins["top_contributions"]]
+    assert mags == sorted(mags, reverse=True)
+    serde = AvroSerde(SchemaRegistry.load())
+    record = {"confidence": 0.7, "rule": "low_confidence", "drift_status": None, **ins}
+    name, back = serde.decode(serde.encode("io.loopline.ReviewInsights", record))
+    assert back["top_contributions"] == ins["top_contributions"]
