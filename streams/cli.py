@@ -94,8 +94,10 @@ def cmd_worker(args) -> int:
     try:
         settings.agent_set
         from streams.app import build_policy
+        from streams.drift import check_drift_settings
 
         build_policy(settings)
+        check_drift_settings(settings)
     except (ValueError, LooplineError) as exc:
         fail(str(exc))
     run_worker(settings)
@@ -219,19 +221,35 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true")
     be.set_defaults(func=cmd_bench)
     from connectors.review.cli import add_review_commands
+    from streams.cli_drift import add_drift_commands
     from streams.cli_model import add_model_commands
     from streams.cli_policy import add_policy_commands
 
     add_review_commands(sub)
     add_policy_commands(sub)
     add_model_commands(sub)
+    add_drift_commands(sub)
     return p
 
 
+def settings_error(exc) -> str:
+    """One sentence per invalid LOOPLINE_* variable (pydantic's ValidationError)."""
+    parts = []
+    for err in exc.errors():
+        name = "LOOPLINE_" + "_".join(str(x) for x in err["loc"]).upper()
+        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+    return "invalid setting: " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
+    except ValidationError as exc:
+        print(f"loopline: {settings_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

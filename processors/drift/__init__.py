@@ -2,15 +2,22 @@
 
 Workers count (:class:`DriftSketch`), summaries add up (:func:`merge_summaries`),
 one :class:`DriftMonitor` per model decides, :class:`DriftPolicy` says what
-drift does. See ``README.md`` ("Drift") for signals, detectors and calibration.
+drift does. In the pipeline: each worker's :class:`DriftCollector` counts,
+the drift agent's :class:`DriftCoordinator` merges and decides, every route
+worker's :class:`DriftBoard` follows the verdicts. See ``README.md`` ("Drift")
+for signals, detectors and calibration.
 """
 from processors.drift.baseline import BaselineBuilder
+from processors.drift.board import DriftBoard
+from processors.drift.collector import DriftCollector
 from processors.drift.config import DriftConfig
+from processors.drift.coordinator import DriftCoordinator, PartitionWatermarks
 from processors.drift.monitor import DriftMonitor
-from processors.drift.policy import DriftPolicy
+from processors.drift.policy import DriftPolicy, DriftPolicyBook
 from processors.drift.reference import ErrorReference, ReferenceProfile, SignalProfile, build_profile
 from processors.drift.sketch import DriftSketch, merge_summaries, summary_from_bytes, summary_to_bytes
 
-__all__ = ["BaselineBuilder", "DriftConfig", "DriftMonitor", "DriftPolicy", "DriftSketch", "ErrorReference",
+__all__ = ["BaselineBuilder", "DriftBoard", "DriftCollector", "DriftConfig", "DriftCoordinator", "DriftMonitor",
+           "DriftPolicy", "DriftPolicyBook", "DriftSketch", "ErrorReference", "PartitionWatermarks",
            "ReferenceProfile", "SignalProfile", "build_profile", "merge_summaries", "summary_from_bytes",
            "summary_to_bytes"]

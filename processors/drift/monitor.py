@@ -21,6 +21,9 @@ time bucket once, when ``advance(watermark_ms)`` passes the bucket's end:
 Because verdicts depend only on summed integer counts and on the bucket
 sequence, N workers give exactly the verdicts of one.
 
+This module holds ingestion, reference selection and version bookkeeping;
+per-bucket evaluation and alarm state live in :mod:`processors.drift.evaluation`.
+
 >>> import numpy as np
 >>> cfg = DriftConfig(reference_events=500, bucket_ms=100, window_buckets=4, calibration_budgets=10)
 >>> m = DriftMonitor("m", cfg)
@@ -44,41 +47,13 @@ import numpy as np
 
 from processors.drift.columns import Columns
 from processors.drift.config import DriftConfig
-from processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
+from processors.drift.evaluation import BucketEvaluation, VersionState
 from processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
 from processors.drift.sketch import DriftSketch, add_counts, count_buckets, count_outcomes
 from processors.errors import ConfigError
 
 
-class _Slot:
-    """One detector on one signal of one version."""
-
-    __slots__ = ("signal", "index", "detector", "hysteresis", "score", "threshold", "n", "window")
-
-    def __init__(self, signal: str, index: int, detector, hysteresis: Hysteresis, window: str) -> None:
-        self.signal, self.index, self.detector, self.hysteresis = signal, index, detector, hysteresis
-        self.score, self.threshold, self.n, self.window = math.nan, detector.calibration.threshold, 0, window
-
-
-class _Version:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.profile: ReferenceProfile | None = None
-        self.pool: list[Columns] = []
-        self.pool_rows = 0
-        self.out_pool: list[Columns] = []
-        self.ring: dict[int, np.ndarray] = {}
-        self.out_ring: dict[int, np.ndarray] = {}
-        self.slots: list[_Slot] = []
-        self.error_slot: _Slot | None = None
-        self.last_pred = -(1 << 62)
-        self.last_out = -(1 << 62)
-        self.last_ms = -1
-        self.dropped = 0
-        self.late = 0
-
-
-class DriftMonitor:
+class DriftMonitor(BucketEvaluation):
     """Drift verdicts for one model (see the module docstring).
 
     Parameters
@@ -98,7 +73,7 @@ class DriftMonitor:
         self.config = config or DriftConfig()
         self.baselines = tuple(baselines)
         self._pinned = {p.model_version: p for p in self.baselines}
-        self._versions: dict[str, _Version] = {}
+        self._versions: dict[str, VersionState] = {}
         self._sketch = DriftSketch(model_name, self.config)
         self._pending: list[dict] = []
         self._detections: dict[tuple[str, str], int] = {}
@@ -191,8 +166,10 @@ class DriftMonitor:
         return events
 
     def profiles(self) -> dict[str, ReferenceProfile]:
-        """Frozen reference profiles by version: publish them to the workers' sketches."""
-        return {n: v.profile for n, v in self._versions.items() if v.profile is not None}
+        """Frozen reference profiles by version (pinned ones included): publish them to the workers' sketches."""
+        out = dict(self._pinned)
+        out.update({n: v.profile for n, v in self._versions.items() if v.profile is not None})
+        return out
 
     # ---- reports --------------------------------------------------------
     def status(self, version: str | None = None) -> dict:
@@ -246,10 +223,10 @@ class DriftMonitor:
         return samples
 
     # ---- internals ------------------------------------------------------
-    def _version(self, name: str) -> _Version:
+    def _version(self, name: str) -> VersionState:
         vs = self._versions.get(name)
         if vs is None:
-            vs = self._versions[name] = _Version(name)
+            vs = self._versions[name] = VersionState(name)
             pinned = self._pinned.get(name)
             if pinned is not None:
                 self._install_profile(vs, pinned)
@@ -257,7 +234,7 @@ class DriftMonitor:
                     self._install_error(vs, pinned.error)
         return vs
 
-    def _add_pred(self, vs: _Version, counts: dict[int, np.ndarray]) -> None:
+    def _add_pred(self, vs: VersionState, counts: dict[int, np.ndarray]) -> None:
         keep = vs.last_pred - self.config.window_buckets
         for b, c in counts.items():
             if b <= keep:
@@ -267,21 +244,21 @@ class DriftMonitor:
                 vs.late += int(c.sum()) // max(len(vs.profile.signals), 1)
             add_counts(vs.ring, {b: c})
 
-    def _add_out(self, vs: _Version, counts: dict[int, np.ndarray]) -> None:
+    def _add_out(self, vs: VersionState, counts: dict[int, np.ndarray]) -> None:
         for b, c in counts.items():
             if b <= vs.last_out:  # already evaluated: counted in the next bucket evaluated
                 vs.late += int(c[0])
                 b = vs.last_out + 1
             add_counts(vs.out_ring, {b: c})
 
-    def _cap_pool(self, vs: _Version) -> None:
+    def _cap_pool(self, vs: VersionState) -> None:
         cap = max(4 * self.config.reference_events, self.config.max_raw_rows)
         if vs.pool_rows > cap:
             pool = Columns.concat(vs.pool)
             vs.dropped += len(pool) - cap
             vs.pool, vs.pool_rows = [pool.first(cap)], cap
 
-    def _freeze_predictions(self, vs: _Version, w: int) -> None:
+    def _freeze_predictions(self, vs: VersionState, w: int) -> None:
         n = self.config.reference_events
         if vs.pool_rows < n:
             return
@@ -297,7 +274,7 @@ class DriftMonitor:
         self._install_profile(vs, profile)
         self._add_pred(vs, count_buckets(profile, pool.take(order[n:]), c.bucket_ms))
 
-    def _freeze_outcomes(self, vs: _Version, w: int) -> None:
+    def _freeze_outcomes(self, vs: VersionState, w: int) -> None:
         n = self.config.reference_outcomes
         if sum(len(p) for p in vs.out_pool) < n:
             return
@@ -316,71 +293,7 @@ class DriftMonitor:
             vs.profile.error = err
         self._add_out(vs, count_outcomes(pool.take(order[n:]), self.config.bucket_ms))
 
-    def _hysteresis(self, consecutive: int) -> Hysteresis:
-        c = self.config
-        return Hysteresis(consecutive, c.resolve_ratio, c.resolve_after, c.ongoing_every)
-
-    def _install_profile(self, vs: _Version, profile: ReferenceProfile) -> None:
-        c = self.config
-        vs.profile = profile
-        s = c.events_per_bucket or profile.events_per_bucket
-        ref = f"reference {profile.model_version} ({profile.n_events} events)"
-        for i, sig in enumerate(profile.signals):
-            names = c.numeric_detectors if sig.kind == "numeric" else c.categorical_detectors
-            for d in names:
-                if d == "rank_cusum":
-                    det = RankCusum(sig, s, c)
-                    vs.slots.append(_Slot(sig.name, i, det, self._hysteresis(1), f"CUSUM since {ref}"))
-                else:
-                    det = WindowTest(d, sig, s, c)
-                    window = f"last {c.window_buckets} x {c.bucket_ms} ms buckets vs {ref}"
-                    vs.slots.append(_Slot(sig.name, i, det, self._hysteresis(c.consecutive), window))
-
-    def _install_error(self, vs: _Version, err: ErrorReference) -> None:
-        det = BinomialCusum(err, self.config)
-        vs.error_slot = _Slot("error", -1, det, self._hysteresis(1),
-                              f"error CUSUM p0={det.p0:.4f} vs p1={det.p1:.4f} since reference of {err.n} outcomes")
-
-    def _evaluate(self, vs: _Version, b: int, events: list[dict]) -> None:
-        at = (b + 1) * self.config.bucket_ms
-        if b in vs.ring and vs.slots:
-            profile = vs.profile
-            window = np.zeros(profile.total_bins, np.int64)
-            for x in range(b - self.config.window_buckets + 1, b + 1):
-                c = vs.ring.get(x)
-                if c is not None:
-                    window += c
-            bucket = vs.ring[b]
-            off = profile.offsets
-            for slot in vs.slots:
-                lo, hi = off[slot.index], off[slot.index + 1]
-                self._step(vs, slot, slot.detector.evaluate(window[lo:hi], bucket[lo:hi]), at, events)
-            vs.last_pred = b
-        if b in vs.out_ring and vs.error_slot is not None:
-            n, e = (int(x) for x in vs.out_ring.pop(b))
-            self._step(vs, vs.error_slot, vs.error_slot.detector.evaluate_counts(n, e), at, events)
-            vs.last_out = b
-
-    def _step(self, vs: _Version, slot: _Slot, result: tuple[float, float, int], at: int, events: list[dict]) -> None:
-        score, threshold, n = result
-        slot.n, slot.threshold = n, threshold
-        if not math.isnan(score):
-            slot.score = score
-        change = slot.hysteresis.step(score, threshold)
-        if change is None:
-            return
-        if change == "started":
-            key = (slot.signal, slot.detector.detector)
-            self._detections[key] = self._detections.get(key, 0) + 1
-        events.append(self._event(vs, slot, change, at))
-
-    def _event(self, vs: _Version, slot: _Slot, state: str, at: int) -> dict:
-        score = 0.0 if math.isnan(slot.score) else float(slot.score)
-        return {"model_name": self.model_name, "model_version": vs.name, "signal": slot.signal,
-                "detector": slot.detector.detector, "score": score, "threshold": float(slot.threshold),
-                "window": slot.window, "state": state, "detected_at": int(at)}
-
-    def _force_pending(self, vs: _Version) -> None:
+    def _force_pending(self, vs: VersionState) -> None:
         """Bound memory when the watermark stalls: evaluate the oldest buckets beyond ``max_pending_buckets``."""
         limit = self.config.max_pending_buckets
         pending = sorted({b for b in vs.ring if b > vs.last_pred} | {b for b in vs.out_ring if b > vs.last_out})
@@ -388,11 +301,6 @@ class DriftMonitor:
             for b in pending[:len(pending) - limit]:
                 self._evaluate(vs, b, self._pending)
             self._prune(vs)
-
-    def _prune(self, vs: _Version) -> None:
-        keep = vs.last_pred - self.config.window_buckets
-        for b in [b for b in vs.ring if b <= keep]:
-            del vs.ring[b]
 
     def _evict(self) -> None:
         while len(self._versions) > self.config.max_versions:

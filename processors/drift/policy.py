@@ -102,3 +102,50 @@ class DriftPolicy:
                     actions.append({**base, "action": "revert_routing", "auto_threshold_delta": 0.0,
                                     "audit_rate_delta": 0.0})
         return actions
+
+
+class DriftPolicyBook:
+    """Which :class:`DriftPolicy` each model gets: a JSON object ``model -> options``.
+
+    ``"*"`` gives the default for models not named (``alert_only`` if absent).
+    Options are :class:`DriftPolicy`'s arguments. Invalid text raises
+    :class:`ConfigError` naming the model and option.
+
+    >>> book = DriftPolicyBook.from_json('{"fraud": {"mode": "tighten_routing", "audit_rate_delta": 0.1}}')
+    >>> book.policy_for("fraud").mode, book.policy_for("fraud").audit_rate_delta, book.policy_for("other").mode
+    ('tighten_routing', 0.1, 'alert_only')
+    """
+
+    OPTIONS = ("mode", "auto_threshold_delta", "audit_rate_delta", "signals", "retrain_cooldown_ms")
+
+    def __init__(self, entries: dict[str, dict] | None = None) -> None:
+        self.entries = dict(entries or {})
+        for model in self.entries:
+            self.policy_for(model)  # validate now, not at the first drift
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "DriftPolicyBook":
+        import json
+
+        if not text or not str(text).strip():
+            return cls()
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"drift policy is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ConfigError('drift policy must be a JSON object {"model": {"mode": ...}, "*": {...}}')
+        return cls(data)
+
+    def policy_for(self, model: str) -> DriftPolicy:
+        opts = self.entries.get(model, self.entries.get("*", {}))
+        unknown = sorted(set(opts) - set(self.OPTIONS))
+        if unknown:
+            raise ConfigError(f"drift policy of {model!r}: unknown option(s) {unknown} (known: {list(self.OPTIONS)})")
+        kw = dict(opts)
+        if kw.get("signals") is not None:
+            kw["signals"] = tuple(kw["signals"])
+        try:
+            return DriftPolicy(**kw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"drift policy of {model!r}: {exc}") from exc

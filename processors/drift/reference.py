@@ -96,6 +96,11 @@ class SignalProfile:
         lut = self._lut
         return np.fromiter((lut.get(u, unseen) for u in uniq.tolist()), np.int64, len(uniq))[inv.reshape(-1)]
 
+    def bin_dictionary(self, strings) -> np.ndarray:
+        """Bin of each string of a frame's dictionary (categorical signals)."""
+        lut, unseen = self._lut, self.n_bins - 1
+        return np.fromiter((lut.get(str(x), unseen) for x in strings), np.int64, len(strings))
+
     def centres(self) -> np.ndarray:
         """Representative value of each ordered numeric bin (under, interior..., over)."""
         e = self.edges
@@ -194,6 +199,28 @@ class ReferenceProfile:
             if col is None:
                 col = np.full(n, np.nan) if s.kind == "numeric" else np.full(n, MISSING, dtype=object)
             out[:, j] = s.bin(col) + self.offsets[j]
+        return out
+
+    def bin_frame(self, frame) -> np.ndarray:
+        """:meth:`bin_columns` straight from a ``PredictionFrame``: categorical values are looked up once
+        per dictionary string, not once per event (same result, a fraction of the cost)."""
+        n = frame.n
+        out = np.empty((n, len(self.signals)), dtype=np.int64)
+        num = {name: j for j, name in enumerate(frame.numeric_names)}
+        cat = {name: j for j, name in enumerate(frame.categorical_names)}
+        for j, s in enumerate(self.signals):
+            c = s.column
+            if c == "confidence":
+                codes = s.bin(frame.confidence)
+            elif c == "label":
+                codes = s.bin_dictionary(frame.labels)[frame.label_codes] if n else np.zeros(0, np.int64)
+            elif c.startswith("n:") and c[2:] in num:
+                codes = s.bin(frame.numeric[:, num[c[2:]]])
+            elif c.startswith("c:") and c[2:] in cat:
+                codes = s.bin_dictionary(frame.strings)[frame.categorical_codes[:, cat[c[2:]]]]
+            else:  # the frame lacks this feature: missing
+                codes = s.bin(np.full(n, np.nan) if s.kind == "numeric" else np.full(n, MISSING, dtype=object))
+            out[:, j] = codes + self.offsets[j]
         return out
 
     def to_json(self) -> dict:

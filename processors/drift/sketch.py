@@ -16,7 +16,7 @@ Memory is bounded: a flushed sketch holds nothing; between flushes, at most
 >>> sk = DriftSketch("fraud", DriftConfig(bucket_ms=1000))
 >>> sk.update(make_events(10, start_ms=0))
 >>> s = sk.summary()
->>> len(s["versions"]["v1"]["rows"]["t"]), s["watermark_ms"]
+>>> len(s["versions"]["v1"]["rows"]["ids"]), s["watermark_ms"]
 (10, 9)
 >>> sk.summary()["versions"]
 {}
@@ -51,9 +51,16 @@ def count_buckets(profile: ReferenceProfile, cols: Columns, bucket_ms: int) -> d
     """Histogram counts per time bucket: one ``searchsorted`` per signal and one ``bincount``."""
     if not len(cols):
         return {}
-    codes = profile.bin_columns(cols)
-    ub, inv = np.unique(cols.t // bucket_ms, return_inverse=True)
-    t = profile.total_bins
+    return count_codes(profile.bin_columns(cols), cols.t, profile.total_bins, bucket_ms)
+
+
+def count_codes(codes: np.ndarray, times: np.ndarray, total_bins: int, bucket_ms: int) -> dict[int, np.ndarray]:
+    """Counts per time bucket of global bin codes ``(rows, signals)`` (see ``ReferenceProfile.bin_columns``)."""
+    b = np.asarray(times, dtype=np.int64) // bucket_ms
+    if len(b) and b[0] == b[-1] and (b == b[0]).all():  # the common case: a frame within one bucket
+        return {int(b[0]): np.bincount(codes.ravel(), minlength=total_bins)}
+    ub, inv = np.unique(b, return_inverse=True)
+    t = total_bins
     flat = (inv.reshape(-1, 1) * t + codes).ravel()
     counts = np.bincount(flat, minlength=len(ub) * t).reshape(len(ub), t)
     return {int(b): counts[i] for i, b in enumerate(ub.tolist())}
@@ -135,6 +142,18 @@ class DriftSketch:
             self.update_columns(frame.model_version, Columns.from_frame(frame))
         for version, cols in outcome_columns(outcomes or []).items():
             self.update_columns(version, None, cols)
+
+    def update_frame(self, frame: PredictionFrame) -> None:
+        """Count one frame; once its version has a layout, binned straight from the frame's columns."""
+        v = self._version(frame.model_version)
+        if v.profile is None or not frame.n:
+            self.update_columns(frame.model_version, Columns.from_frame(frame))
+            return
+        last = int(frame.emitted_at.max())
+        self._watermark = max(self._watermark, last)
+        v.last_ms = max(v.last_ms, last)
+        add_counts(v.buckets, count_codes(v.profile.bin_frame(frame), frame.emitted_at, v.profile.total_bins,
+                                          self.config.bucket_ms))
 
     def update_columns(self, model_version: str, rows: Columns | None = None, outcomes: Columns | None = None) -> None:
         """Columnar entry point: prediction rows and/or outcome rows of one version."""

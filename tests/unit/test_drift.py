@@ -262,7 +262,7 @@ def test_sketch_keeps_a_bounded_number_of_raw_rows():
     sk = DriftSketch("m", DriftConfig(max_raw_rows=1000))
     sk.update_columns("v1", stream(5000, seed=1))
     part = sk.summary()["versions"]["v1"]
-    assert len(part["rows"]["t"]) == 1000 and part["dropped"] == 4000
+    assert len(part["rows"]["ids"]) == 1000 and part["dropped"] == 4000
 
 
 # ---------------------------------------------------------------- versions

@@ -499,3 +499,19 @@ def test_max_override_risk_is_validated():
 
     with pytest.raises(ConfigError, match="models.fraud.tiers.review.max_override_risk"):
         Policy.from_toml(OVERLAY_POLICY.replace("max_override_risk = 0.5", "max_override_risk = 2"))
+
+
+def test_drift_policy_lives_in_the_policy_file():
+    from processors.drift.policy import DriftPolicyBook
+    from streams.drift import PolicyFileDriftBook
+
+    text = OVERLAY_POLICY + '[models.fraud.drift]\nmode = "tighten_routing"\nauto_threshold_delta = 0.05\n'
+    holder = PolicyHolder(Policy.from_toml(text))
+    book = PolicyFileDriftBook(holder, DriftPolicyBook.from_json('{"*": {"mode": "retrain"}}'))
+    fraud = book.policy_for("fraud")
+    assert (fraud.mode, fraud.auto_threshold_delta) == ("tighten_routing", 0.05)
+    assert book.policy_for("churn").mode == "retrain"  # no section: the settings' JSON applies
+    with pytest.raises(ConfigError, match="models.fraud.drift"):
+        Policy.from_toml(OVERLAY_POLICY + '[models.fraud.drift]\nmode = "panic"\n')
+    with pytest.raises(ConfigError, match="models.fraud.drift"):
+        Policy.from_toml(OVERLAY_POLICY + '[models.fraud]\ndrift = 3\n')
