@@ -202,6 +202,7 @@ class ModelPolicy:
     codes: Mapping[str, int] = field(default_factory=dict)
     personal_data: frozenset = frozenset()  # feature/risk/context keys masked for reviewers without clearance
     autopilot: Any = None  # processors.autopilot_config.AutopilotSpec | None
+    drift: Mapping | None = None  # drift-policy options (processors.drift.policy.DriftPolicy arguments)
     slices: tuple = ()  # processors.autopilot_config.SliceSpec, ...
 
     def code(self, reason: str) -> int:
@@ -308,12 +309,27 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     from processors.autopilot_config import parse_autopilot, parse_slices  # here: that module imports this one
     autopilot = parse_autopilot(m.raw("autopilot"), m.at("autopilot"), source) if "autopilot" in m.data else None
     slices = parse_slices(m.raw("slices"), m.at("slices"), source) if "slices" in m.data else ()
+    drift = _drift(m, name, source) if "drift" in m.data else None
     m.finish()
     return _compile(ModelPolicy(
         name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
         round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
         esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
-        personal_data=personal, autopilot=autopilot, slices=slices))
+        personal_data=personal, autopilot=autopilot, slices=slices, drift=drift))
+
+
+def _drift(m: _Table, name: str, source: str) -> Mapping:
+    """``[models.<name>.drift]``: the model's drift policy (mode alert_only | tighten_routing | retrain)."""
+    from processors.drift.policy import DriftPolicyBook
+
+    raw = m.raw("drift")
+    if not isinstance(raw, dict):
+        raise m.error("drift", f"must be a table like {{mode = \"tighten_routing\"}}, got {_show(raw)}")
+    try:
+        DriftPolicyBook({name: raw}).policy_for(name)
+    except ConfigError as exc:
+        raise config_error(m.at("drift"), str(exc), source) from None
+    return MappingProxyType(dict(raw))
 
 
 def _compile(mp: ModelPolicy) -> ModelPolicy:
