@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from connectors.broker import EmbeddedBroker, create_topics, port_or_free
 from connectors.demo_observer import Observer
+from connectors.demo_timeline import Timeline, live_loop_line, loop_figures
 from connectors.processes import WorkerProcess
 from connectors.producer import PredictionProducer
 from connectors.simulator import FraudTraffic, SimulatedReviewers, default_reviewers
@@ -27,6 +29,7 @@ from processors.errors import BrokerError
 from streams.settings import Settings
 
 SHIFT_AT, DRIFT_AT = 0.4, 0.7
+DEMO_POLICY = Path(__file__).resolve().parents[1] / "policies" / "demo.toml"
 
 
 def run_demo(args) -> int:
@@ -52,6 +55,11 @@ def run_demo(args) -> int:
         "kafka_bootstrap": bootstrap, "topic_namespace": ns, "app_id": f"{ns}-worker",
         "web_port": port_or_free(base.web_port),
         "data_dir": Path(tempfile.mkdtemp(prefix="loopline-demo-")),
+        "agents": "route,feedback,drift,learn",
+        "policy_file": base.policy_file or DEMO_POLICY,
+        # short buckets and a short reference: the demo compresses hours of traffic into minutes
+        "drift_bucket_ms": 2000, "drift_reference_events": 4000, "drift_reference_outcomes": 300,
+        "learn_positive_label": "fraud",
     })
     worker = None
     review = None
@@ -72,13 +80,21 @@ def run_demo(args) -> int:
         sender = threading.Thread(target=_send, args=(settings, traffic, duration, observer), daemon=True)
         started = time.monotonic()
         sender.start()
-        _progress(observer, sender, started, n, timeout=duration + 120)
+        timeline = Timeline()
+        _progress(observer, sender, started, n, timeout=duration + 120, worker=worker, timeline=timeline)
         _wait_for_joins(worker, observer, timeout=15)
         observer.stop()
         summary = observer.summary(time.monotonic() - started)
         summary.update(events=n, seed=args.seed, duration=duration, shift_at=int(n * SHIFT_AT),
                        drift_at=int(n * DRIFT_AT), joined=_metric(worker, 'loopline_corrections_total{outcome="joined"}'))
-        report = write_report(out, observer, summary)
+        try:
+            stats = json.loads(worker.get("/stats"))
+        except Exception as exc:  # the report says what is missing; the run still ends with its report
+            stats = {"error": str(exc)}
+        summary["loop"] = loop = loop_figures(timeline, summary, stats)
+        summary["table_lines"] = [next((row for key, row in loop["rows"].items() if line.startswith(key)), line)
+                                  for line in summary["table_lines"]]
+        report = write_report(out, observer, summary, timeline=timeline, stats=stats)
         print(f"[demo] report: {report}", flush=True)
         for line in summary["table_lines"]:
             print(line)
@@ -138,12 +154,20 @@ def _send(settings: Settings, traffic: FraudTraffic, duration: float, observer: 
     observer.sending_done = True
 
 
-def _progress(observer: Observer, sender: threading.Thread, started: float, n: int, timeout: float) -> None:
+def _progress(observer: Observer, sender: threading.Thread, started: float, n: int, timeout: float,
+              worker: WorkerProcess | None = None, timeline: Timeline | None = None) -> None:
     last_t, last_sent = started, 0
     while True:
         time.sleep(1.0)
         now = time.monotonic()
         s = observer.snapshot()
+        loop = ""
+        if worker is not None and timeline is not None:
+            try:
+                timeline.scrape(worker.get("/metrics").decode(), s["sent"])
+                loop = "  " + live_loop_line(timeline)
+            except Exception:  # a slow scrape must not stop the demo; the next second tries again
+                pass
         rate = (s["sent"] - last_sent) / (now - last_t)
         last_t, last_sent = now, s["sent"]
         tiers = s["tiers"]
@@ -152,7 +176,7 @@ def _progress(observer: Observer, sender: threading.Thread, started: float, n: i
               f"auto {tiers['auto'] / total:5.1%} review {tiers['review'] / total:5.1%} "
               f"escalate {tiers['escalate'] / total:5.1%}  queue analyst {s['queue']['review']:>5,} "
               f"escalation {s['queue']['escalate']:>4,}  answered {s['answered']:>6,}  "
-              f"dead {s['dead']:>3}  model error {s['recent_error']:5.1%}", flush=True)
+              f"dead {s['dead']:>3}  model error {s['recent_error']:5.1%}{loop}", flush=True)
         if observer.sending_done and s["decided"] >= observer.sent:
             return
         if now - started > timeout:

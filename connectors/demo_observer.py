@@ -133,6 +133,10 @@ class Observer(threading.Thread):
     def stop(self) -> None:
         self._stop_evt.set()
         self.join(timeout=15)
+        producer, self.producer = self.producer, None  # release librdkafka before the broker goes away
+        if producer is not None:
+            producer.flush(5)
+            del producer
 
     # ------------------------------------------------------------------ views
     def snapshot(self) -> dict:

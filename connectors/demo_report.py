@@ -102,10 +102,27 @@ def plot_errors_vs_budget(obs, summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, obs, summary: dict) -> Path:
+def write_report(out: Path, obs, summary: dict, timeline=None, stats: dict | None = None) -> Path:
+    from connectors.demo_timeline import plot_drift_scores, plot_f1
+
     plot_workload(obs, out / "workload.png")
     plot_ground_truth_drift(obs, summary, out / "drift_ground_truth.png")
     plot_errors_vs_budget(obs, summary, out / "errors_vs_budget.png")
+    changes = {"feature shift": summary["shift_at"], "concept drift": summary["drift_at"]}
+    plots = ["![workload](workload.png)", "![drift](drift_ground_truth.png)", "![errors vs budget](errors_vs_budget.png)"]
+    missing = []
+    if timeline is not None and plot_drift_scores(timeline, changes, out / "drift_scores.png"):
+        plots.append("![drift scores](drift_scores.png)")
+    else:
+        missing.append("drift scores (the worker exported none)")
+    if timeline is not None and plot_f1(timeline, changes, out / "f1_cycles.png"):
+        plots.append("![champion vs online F1](f1_cycles.png)")
+    else:
+        missing.append("champion vs online F1 (no model update during the run)")
+    if _plot_reliability(stats, out / "reliability.png"):
+        plots.append("![reliability](reliability.png)")
+    else:
+        missing.append("reliability diagram (too few verified outcomes)")
     lines = [
         "# Loopline demo report", "",
         f"Seed {summary['seed']}, {summary['events']:,} events over {summary['duration']:.0f} s; feature shift at "
@@ -117,11 +134,24 @@ def write_report(out: Path, obs, summary: dict) -> Path:
         f"{summary['errors_routed']:,}; fixed by an answer {summary['errors_fixed_by_answers']:,}", "",
         "## HITL effectiveness", "", *summary["table_lines"], "",
         "## Plots", "",
-        "![workload](workload.png)", "",
-        "![drift](drift_ground_truth.png)", "",
-        "![errors vs budget](errors_vs_budget.png)", "",
-        "Not in this report yet: drift detector scores (issue #4) and champion vs online-model F1 (issue #5).", "",
+        *[line for p in plots for line in (p, "")],
+        *([f"Not in this report: {'; '.join(missing)}.", ""] if missing else []),
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _plot_reliability(stats: dict | None, path: Path) -> bool:
+    """The producer model's reliability diagram from verified outcomes (``GET /stats`` calibration section)."""
+    from connectors.policy_status import plot_reliability
+
+    try:
+        models = stats["calibration"]["calibration"]["models"]
+        curve = next(iter(models.values()))["all_time"]["curve"]
+    except (KeyError, TypeError, StopIteration):
+        return False
+    if not curve:
+        return False
+    plot_reliability(curve, path)
+    return True

@@ -110,6 +110,8 @@ def cmd_up(args) -> int:
     from streams.app import run_worker
 
     settings = _settings()
+    if "LOOPLINE_AGENTS" not in os.environ:  # one process runs everything, including the (single) learner
+        settings = settings.model_copy(update={"agents": "route,feedback,drift,learn"})
     broker = None
     if not settings.kafka_bootstrap:
         try:

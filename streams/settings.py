@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of each topic Loopline creates")
     replication_factor: int = Field(1, ge=1)
     app_id: str = Field("loopline-worker", description="Faust app id = consumer group (persisted state: do not rename casually)")
-    agents: str = Field("route,feedback", description="agents this worker runs (comma list of route, feedback, drift, learn); give each set its own app_id")
+    agents: str = Field("route,feedback,drift", description="agents this worker runs (comma list of route, feedback, drift, learn); run exactly one learn worker; give each agent set its own app_id")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="worker HTTP port: /metrics /healthz /readyz /stats")
     broker_host: str = "127.0.0.1"
