@@ -21,41 +21,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 from connectors.bench import _events, _prefill, _settings, _worker_row
 from connectors.broker import EmbeddedBroker
-from connectors.processes import WorkerProcess, loopline_exe, settings_env
+from connectors.processes import WorkerProcess
 from processors.drift.baseline import BaselineBuilder
 from processors.schemas import SchemaRegistry
 from processors.serde import AvroSerde
-
-
-class _EnvWorker(WorkerProcess):
-    """A worker child with extra LOOPLINE_DRIFT_* variables (until Settings declares them)."""
-
-    extra_env: dict = {}
-
-    def start(self, timeout: float = 90.0):
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([loopline_exe(), "worker"], env={**settings_env(self.settings), **self.extra_env},
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; log: {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"worker not ready within {timeout:.0f}s; log: {self.log_path}")
 
 
 # name -> (LOOPLINE_AGENTS, pinned reference file, drift agent in this worker)
@@ -68,8 +42,6 @@ CONFIGS = {
 
 
 def live(n: int, rounds: int, tmp: Path) -> list[dict]:
-    import connectors.bench as cb
-
     serde = AvroSerde(SchemaRegistry.load())
     rows = []
     events = _events(n)
@@ -85,15 +57,9 @@ def live(n: int, rounds: int, tmp: Path) -> list[dict]:
                 agents, pinned, agent = CONFIGS[name]
                 s = _settings(broker.bootstrap, f"d{r}{len(rows)}", 4, tmp, agents=agents)
                 _prefill(s, events, batch_size=500)
-                _EnvWorker.extra_env = {"LOOPLINE_DRIFT_AGENT": "true" if agent else "false"}
-                if pinned:
-                    _EnvWorker.extra_env["LOOPLINE_DRIFT_REFERENCE_FILE"] = str(ref.resolve())
+                s = s.model_copy(update={"drift_agent": agent, "drift_reference_file": ref.resolve() if pinned else None})
                 print(f"[bench] round {r + 1}, {name} ...", flush=True)
-                saved, cb.WorkerProcess = cb.WorkerProcess, _EnvWorker
-                try:
-                    res = _worker_row(s, serde, n, tmp)
-                finally:
-                    cb.WorkerProcess = saved
+                res = _worker_row(s, serde, n, tmp)
                 rows.append({"round": r + 1, "config": name, **res})
                 print(f"        {res.get('rate', 0):,.0f}/s, {res.get('cpu_us', 0):.1f} CPU us/prediction"
                       if "rate" in res else f"        {res['error']}", flush=True)

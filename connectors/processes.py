@@ -32,11 +32,20 @@ def loopline_exe() -> str:
 
 
 class WorkerProcess:
-    """A ``loopline worker`` child process; ``start`` returns once ``/readyz`` says ready."""
+    """A ``loopline worker`` child process; ``start`` returns once ``/readyz`` says ready.
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    ``extra_env`` overrides variables of the settings' environment; ``argv``
+    replaces the ``loopline worker`` command (same readiness contract).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None,
+                 argv: list[str] | None = None, cwd: Path | None = None, append_log: bool = False) -> None:
         self.settings = settings
         self.log_path = Path(log_path)
+        self.extra_env = dict(extra_env or {})
+        self.argv = argv
+        self.cwd = cwd
+        self.append_log = append_log
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -45,9 +54,10 @@ class WorkerProcess:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([loopline_exe(), "worker"], env=settings_env(self.settings), stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._log = open(self.log_path, "ab" if self.append_log else "wb")
+        self.proc = subprocess.Popen(self.argv or [loopline_exe(), "worker"],
+                                     env={**settings_env(self.settings), **self.extra_env}, cwd=self.cwd,
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

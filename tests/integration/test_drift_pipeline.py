@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from benchmarks.events import make_events
 from connectors.broker import create_topics, free_port
-from connectors.processes import WorkerProcess, loopline_exe, settings_env
+from connectors.processes import WorkerProcess
 from connectors.producer import PredictionProducer
 from processors.router import iter_decisions
 from processors.schemas import SchemaRegistry
@@ -44,26 +42,9 @@ DRIFT_ENV = {
 }
 
 
-class DriftWorker(WorkerProcess):
-    """A worker child with the drift settings in its environment (until Settings declares them)."""
-
-    def start(self, timeout: float = 90.0) -> "DriftWorker":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([loopline_exe(), "worker"], env={**settings_env(self.settings), **DRIFT_ENV},
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"worker not ready within {timeout:.0f}s; log: {self.log_path}")
+def DriftWorker(settings, log_path) -> WorkerProcess:  # noqa: N802 - reads like the class it replaces
+    """A worker child with the test's drift settings in its environment."""
+    return WorkerProcess(settings, log_path, extra_env=DRIFT_ENV)
 
 
 def stream(model: str, seed: int, start_ms: int, n: int = 60_000) -> list[dict]:

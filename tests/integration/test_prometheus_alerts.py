@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from connectors.broker import free_port
-from connectors.processes import WorkerProcess, settings_env
+from connectors.processes import WorkerProcess
 from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, scale_rules
 
 pytestmark = [pytest.mark.integration,
@@ -69,28 +69,11 @@ def run_worker_with_lag() -> None:
     FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
-class LagWorker(WorkerProcess):
+def LagWorker(settings, log_path) -> WorkerProcess:  # noqa: N802 - reads like the class it replaces
     """A worker child running :func:`run_worker_with_lag`, with ``DRIFT_ENV`` in its environment."""
-
-    def start(self, timeout: float = 90.0) -> "LagWorker":
-        self._log = open(self.log_path, "ab")
-        code = "from tests.integration.test_prometheus_alerts import run_worker_with_lag; run_worker_with_lag()"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env={**settings_env(self.settings), **DRIFT_ENV},
-                                     cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except Exception:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"worker not ready within {timeout:.0f}s; log: {self.log_path}")
+    code = "from tests.integration.test_prometheus_alerts import run_worker_with_lag; run_worker_with_lag()"
+    return WorkerProcess(settings, log_path, extra_env=DRIFT_ENV, argv=[sys.executable, "-c", code], cwd=REPO,
+                         append_log=True)
 
 
 # ------------------------------------------------------------------ simulator feed
@@ -249,16 +232,18 @@ def rfc3339(text: str) -> float:
 class AlertWatch:
     """Follows one alert through pending -> firing -> resolved, timing each step from ``cause_at``."""
 
-    def __init__(self, prom: Prometheus, name: str, rules: dict) -> None:
+    def __init__(self, prom: Prometheus, name: str, rules: dict, labels: dict[str, str] | None = None) -> None:
         self.prom = prom
         self.name = name
+        self.labels = labels or {}  # only the alerts with these label values (concurrent scenarios)
         rule = next(r for r in alert_rules(rules) if r["alert"] == name)
         self.for_s = duration_seconds(rule.get("for", "0s"))
         self.cause_at = time.time()
         self.pending_at = self.firing_at = self.active_at = None
 
     def state(self) -> str | None:
-        states = [a for a in self.prom.alerts() if a["labels"]["alertname"] == self.name]
+        states = [a for a in self.prom.alerts() if a["labels"]["alertname"] == self.name
+                  and all(a["labels"].get(k) == v for k, v in self.labels.items())]
         if not states:
             return None
         self.active_at = min(rfc3339(a["activeAt"]) for a in states)  # when Prometheus made it pending
