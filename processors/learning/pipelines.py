@@ -4,7 +4,7 @@ Every challenger maps a feature dict to ``{label: probability}``, turns those in
 label with ``predict_one(probs)``, and learns
 ``(x, label, weight)``; labels are the producer's label strings.
 
-* ``logreg`` (default, chosen by measurement, see docs/fragments/learning.md):
+* ``logreg`` (default, chosen by measurement, see README "Online learning"):
   :class:`~processors.learning.linear.LinearModel` on ``label == positive``
   (binary models; the positive label is configured, else the first label in
   sorted order among those the producer emits);
