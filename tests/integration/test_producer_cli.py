@@ -114,7 +114,6 @@ def test_cli_errors_are_one_sentence(tmp_path):
 def test_broker_cli_port_taken_and_clean_stop(kafka_bootstrap, tmp_path):
     import signal
     import socket
-    import time
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     with socket.socket() as s:
@@ -123,11 +122,16 @@ def test_broker_cli_port_taken_and_clean_stop(kafka_bootstrap, tmp_path):
         port = s.getsockname()[1]
         r = subprocess.run([LOOPLINE, "broker", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and f"port {port}" in r.stderr and "already taken" in r.stderr
-    proc = subprocess.Popen([LOOPLINE, "broker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
     from streams.topics import TopicNames
 
-    assert "embedded broker on 127.0.0.1:" in first and f"{len(TopicNames().all())} topics created" in first
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0 and "stopped" in out
+    proc = subprocess.Popen([LOOPLINE, "broker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "embedded broker on 127.0.0.1:" in first and f"{len(TopicNames().all())} topics created" in first
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave a broker behind
+            proc.terminate()
+            proc.wait(30)
