@@ -39,7 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from processors.policy_model import _Table, config_error
+from processors.policy_toml import Table as _Table
+from processors.policy_toml import config_error
 
 MAX_TOP_K = 100
 MAX_EDGES = 32
