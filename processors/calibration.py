@@ -337,18 +337,8 @@ class CalibrationTracker:
             raise ValueError("cannot merge calibration trackers with different bins or windows")
         for key, c in other._all.items():
             self._all.setdefault(key, BinnedOutcomes(self.bins)).add(c)
-        g, o = self._gran, other._gran
-        g.late_outcomes += o.late_outcomes
-        if o.current is not None:
-            windows = [w for w in (g.current, g.previous, o.current, o.previous) if w is not None]
-            top = max(w.index for w in windows)
-            cur, prev = _Window(top), _Window(top - 1)
-            for w in windows:
-                target = cur if w.index == top else prev if w.index == top - 1 else None
-                if target is not None:
-                    for key, c in w.cells.items():
-                        target.cells.setdefault(key, BinnedOutcomes(self.bins)).add(c)
-            g.current, g.previous = cur, prev
+        self._gran.merge_from(other._gran,
+                              lambda cells, key, c: cells.setdefault(key, BinnedOutcomes(self.bins)).add(c))
         self._keys |= other._keys
         return self
 

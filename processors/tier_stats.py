@@ -90,6 +90,27 @@ class _Granularity:
             self.previous = cur if index == cur.index + 1 else _Window(index - 1)
             self.current = _Window(index)
 
+    def merge_from(self, other: "_Granularity", add_cell: Callable[[dict, object, object], None]) -> None:
+        """Add ``other``'s late counts and windows, aligned by start time.
+
+        The newer current window of the two becomes current, its predecessor
+        previous; older windows are dropped (their records stay in all-time).
+        ``add_cell(cells, key, cell)`` adds one cell into a window's cells.
+        """
+        self.late_decisions += other.late_decisions
+        self.late_outcomes += other.late_outcomes
+        if other.current is None:
+            return
+        windows = [w for w in (self.current, self.previous, other.current, other.previous) if w is not None]
+        top = max(w.index for w in windows)
+        cur, prev = _Window(top), _Window(top - 1)
+        for w in windows:
+            target = cur if w.index == top else prev if w.index == top - 1 else None
+            if target is not None:
+                for key, cell in w.cells.items():
+                    add_cell(target.cells, key, cell)
+        self.current, self.previous = cur, prev
+
     def slots(self, t: np.ndarray) -> np.ndarray:
         """0 = current window, 1 = previous, 2 = too old; advances to the newest record first."""
         w = t // self.length_ms
@@ -283,20 +304,7 @@ class TierStats:
         for key, s in other._all.items():
             self._add(self._all, [key], [s])
         for name, gran in self._grans.items():
-            o = other._grans[name]
-            gran.late_decisions += o.late_decisions
-            gran.late_outcomes += o.late_outcomes
-            if o.current is None:
-                continue
-            windows = [w for w in (gran.current, gran.previous, o.current, o.previous) if w is not None]
-            top = max(w.index for w in windows)
-            cur, prev = _Window(top), _Window(top - 1)
-            for w in windows:
-                target = cur if w.index == top else prev if w.index == top - 1 else None
-                if target is not None:
-                    for key, s in w.cells.items():
-                        self._add(target.cells, [key], [s])
-            gran.current, gran.previous = cur, prev
+            gran.merge_from(other._grans[name], lambda cells, key, cell: self._add(cells, [key], [cell]))
         self._models |= other._models
         return self
 
