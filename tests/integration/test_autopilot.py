@@ -1,8 +1,7 @@
 """The autopilot in a real worker: audit answers on the broker move the threshold, logged with evidence.
 
-Needs the lead's wiring (the policy parses ``[models.X.autopilot]``; the worker
-calls ``streams.calibration.register_calibration`` next to the feedback agent);
-skipped until both are in.
+The policy file's ``[models.X.autopilot]`` section is parsed by ``processors.policy_model``; the worker runs
+``streams.calibration.register_calibration`` next to the feedback agent.
 """
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ from confluent_kafka import Producer
 from benchmarks.events import make_events
 from connectors.processes import WorkerProcess
 from connectors.producer import PredictionProducer
-from processors.errors import ConfigError
-from processors.policy_model import parse_policy
 from processors.schemas import SchemaRegistry
 from processors.serde import CORRECTION, AvroSerde
 from tests.helpers import read_topic
@@ -42,15 +39,6 @@ top_k = 3
 """
 
 
-def _wired() -> bool:
-    try:
-        mp = parse_policy(POLICY).model("fraud")
-    except ConfigError:
-        return False
-    return getattr(mp, "autopilot", None) is not None
-
-
-@pytest.mark.skipif(not _wired(), reason="policy_model does not parse [models.X.autopilot] yet (lead's wiring)")
 def test_audit_answers_loosen_the_threshold_with_logged_evidence(loopline_settings, tmp_path):
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
