@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from processors.tier_stats import OTHER_MODEL, _codes, _Granularity, _Window
+from processors.tier_stats import OTHER_MODEL, _codes, _Granularity
 from processors.tier_summary import Z95, wilson
 
 FIELDS = ("w", "w2", "wy", "w2y", "wc")  # weight, weight^2, weight*correct, weight^2*correct, weight*confidence
@@ -322,13 +322,7 @@ class CalibrationTracker:
         t._keys = {tuple(k) for k in state["keys"]}
         t._all = cells(state["all_time"])
         t._gran.late_outcomes = state["late_outcomes"]
-        ws = []
-        for index, rows in state["windows"]:
-            w = _Window(index)
-            w.cells = cells(rows)
-            ws.append(w)
-        if ws:
-            t._gran.current, t._gran.previous = ws[0], (ws[1] if len(ws) > 1 else _Window(ws[0].index - 1))
+        t._gran.restore(state["windows"], cells)
         return t
 
     def merge(self, other: "CalibrationTracker") -> "CalibrationTracker":

@@ -90,6 +90,16 @@ class _Granularity:
             self.previous = cur if index == cur.index + 1 else _Window(index - 1)
             self.current = _Window(index)
 
+    def restore(self, windows: list, cells: Callable[[list], dict]) -> None:
+        """Set current/previous from ``to_state`` rows ``[[index, cell rows], ...]`` (current first)."""
+        ws = []
+        for index, rows in windows:
+            w = _Window(index)
+            w.cells = cells(rows)
+            ws.append(w)
+        if ws:
+            self.current, self.previous = ws[0], (ws[1] if len(ws) > 1 else _Window(ws[0].index - 1))
+
     def merge_from(self, other: "_Granularity", add_cell: Callable[[dict, object, object], None]) -> None:
         """Add ``other``'s late counts and windows, aligned by start time.
 
@@ -369,13 +379,7 @@ class TierStats:
         for name, g in state["granularities"].items():
             gran = st._grans[name]
             gran.late_decisions, gran.late_outcomes = g["late_decisions"], g["late_outcomes"]
-            ws = []
-            for index, rows in g["windows"]:
-                w = _Window(index)
-                w.cells = cells(rows)
-                ws.append(w)
-            if ws:
-                gran.current, gran.previous = ws[0], (ws[1] if len(ws) > 1 else _Window(ws[0].index - 1))
+            gran.restore(g["windows"], cells)
         return st
 
     def nbytes(self) -> int:
