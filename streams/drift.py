@@ -77,9 +77,7 @@ def check_drift_settings(settings) -> None:
     drift_config(settings)
     DriftPolicyBook.from_json(drift_setting(settings, "drift_policy"))
     load_references(drift_setting(settings, "drift_reference_file"))
-    for name in ("drift_publish_interval_seconds", "drift_idle_seconds", "drift_max_models"):
-        if drift_setting(settings, name) <= 0:
-            raise ConfigError(f"LOOPLINE_{name.upper()} must be > 0")
+    # interval, idle time and model cap are bounded (> 0) by Settings itself
 
 
 class DriftInsights:
