@@ -9,7 +9,7 @@ policy (:class:`PolicyHolder`) — once with the autopilot moving the
 ``autopilot`` overlay, and once per fixed threshold. Every human task (review,
 escalation, audit at 2% of the auto tier) is answered with the ground-truth label
 ``--delay`` simulated seconds after the event; the answers go through the
-worker's :class:`~streams.calibration.CalibrationRuntime` (example and route
+worker's :class:`~loopline.streams.quality.CalibrationRuntime` (example and route
 hooks, the autopilot tick every 5 simulated seconds, windows of 40 s).
 The autopilot gets no drift detector here: a concept drift leaves the inputs
 unchanged, so only verified outcomes can reveal it.
@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from connectors.policy_status import plot_reliability
-from connectors.simulator import FraudTraffic, StaticProducerModel
-from processors.autopilot_config import AutopilotSpec, SliceSpec
-from processors.calibration import BinnedOutcomes, ece_reference
-from processors.frame import frames_from_events
-from processors.policy import Policy, PolicyHolder
-from processors.router import RouteResult, Routed
-from streams.calibration import CalibrationRuntime
+from loopline.connectors.cli.policy_status import plot_reliability
+from loopline.connectors.simulator import FraudTraffic, StaticProducerModel
+from loopline.processors.policy.quality_options import AutopilotSpec, SliceSpec
+from loopline.processors.quality.reliability import BinnedOutcomes, ece_reference
+from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.processors.routing.router import RouteResult, Routed
+from loopline.streams.quality import CalibrationRuntime
 
 OUT = Path("out/bench")
 CHUNK = 2000

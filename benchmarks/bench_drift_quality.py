@@ -38,11 +38,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from processors.drift import DriftConfig, DriftMonitor
-from processors.drift.columns import Columns
-from processors.drift.reference import build_profile
-from processors.drift.sketch import count_buckets
-from processors.drift.stats import psi
+from loopline.processors.drift import DriftConfig, DriftMonitor
+from loopline.processors.drift.columns import Columns
+from loopline.processors.drift.reference import build_profile
+from loopline.processors.drift.histogram import count_buckets
+from loopline.processors.drift.stats import psi
 
 C = 20_000  # change point
 HORIZON = 6_000
@@ -302,7 +302,7 @@ def cost(n: int = 200_000, features: int = 10, cats: int = 3) -> str:
     m.update_columns("v", rest)
     tall = time.perf_counter() - s
     sig = features + cats
-    from benchmarks.events import make_events
+    from loopline.processors.testing import make_events
 
     evs = make_events(30_000, start_ms=0)
     md = DriftMonitor("fraud", DriftConfig(bucket_ms=BUCKET))

@@ -24,12 +24,12 @@ import statistics
 import time
 from pathlib import Path
 
-from connectors.bench import _events, _prefill, _settings, _worker_row
-from connectors.broker import EmbeddedBroker
-from connectors.processes import WorkerProcess
-from processors.drift.baseline import BaselineBuilder
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
+from loopline.connectors.bench.run import _events, _prefill, _settings, _worker_row
+from loopline.connectors.broker import EmbeddedBroker
+from loopline.connectors.processes import WorkerProcess
+from loopline.processors.drift.baseline import BaselineBuilder
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
 
 
 # name -> (LOOPLINE_AGENTS, pinned reference file, drift agent in this worker)
@@ -68,14 +68,14 @@ def live(n: int, rounds: int, tmp: Path) -> list[dict]:
 
 def in_process(n: int, repeats: int = 5) -> dict:
     """Router.route alone vs Router.route + drift hook, best of ``repeats``, steady state (layout known)."""
-    from connectors.registry import build_serde
-    from processors.drift.collector import DriftCollector
-    from processors.drift.monitor import DriftMonitor
-    from processors.frame import batch_from_events, frames_from_events
-    from processors.router import InputRecord, Router
-    from processors.serde import PREDICTION_BATCH
-    from processors.threshold_policy import ThresholdPolicy
-    from streams.settings import Settings
+    from loopline.streams.confluent import build_serde
+    from loopline.processors.drift.collector import DriftCollector
+    from loopline.processors.drift.monitor import DriftMonitor
+    from loopline.processors.wire.frame import batch_from_events, frames_from_events
+    from loopline.processors.routing.router import InputRecord, Router
+    from loopline.processors.wire.serde import PREDICTION_BATCH
+    from loopline.processors.policy.threshold import ThresholdPolicy
+    from loopline.streams.settings import Settings
 
     settings = Settings()
     serde = build_serde(settings)

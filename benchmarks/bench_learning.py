@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_learning_data import corrected_examples
-from connectors.simulator import FraudTraffic
-from processors.frame import frames_from_events
-from processors.learning import LearnerConfig, ModelLearner, build_update
-from processors.learning.features import example_features
-from processors.learning.scorer import RiskScorer
+from loopline.connectors.simulator import FraudTraffic
+from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.learning import LearnerConfig, ModelLearner, build_update
+from loopline.processors.learning.features import example_features
+from loopline.processors.learning.scorer import RiskScorer
 
 OUT = Path("out/bench")
 KEY = b"bench-key"
@@ -45,11 +45,11 @@ OPEN = dict(reviewer_max_share=1.0, reviewer_max_per_window=10**9)
 def throughput(n: int) -> None:
     from river import linear_model
 
-    from processors.schemas import SchemaRegistry
-    from processors.serde import AvroSerde
-    from processors.router import InputRecord
-    from streams.learner_runtime import LearnerRuntime
-    from streams.settings import Settings
+    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.serde import AvroSerde
+    from loopline.processors.routing.router import InputRecord
+    from loopline.streams.learning.runtime import LearnerRuntime
+    from loopline.streams.settings import Settings
 
     traffic = FraudTraffic(seed=21, n_events=n * 12, concept_drift_at=0.3)
     examples, _ = corrected_examples(traffic, 0, n * 12, reviewers=(("a", 0.03), ("b", 0.04)), seed=21)
@@ -178,12 +178,12 @@ def latency(seconds: float, rate: int) -> None:
 
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from connectors.broker import EmbeddedBroker, create_topics
-    from connectors.processes import WorkerProcess
-    from processors.schemas import SchemaRegistry
-    from processors.serde import AvroSerde
-    from streams.learner_io import UpdateTail
-    from streams.settings import Settings
+    from loopline.connectors.broker import EmbeddedBroker, create_topics
+    from loopline.connectors.processes import WorkerProcess
+    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.serde import AvroSerde
+    from loopline.streams.learning.kafka_io import UpdateTail
+    from loopline.streams.settings import Settings
     from tests.conftest import free_port
 
     serde = AvroSerde(SchemaRegistry.load())

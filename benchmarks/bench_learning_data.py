@@ -1,6 +1,6 @@
 """Simulated ``TrainingExample`` dicts for the learning tests and benchmarks (no Kafka).
 
-:func:`corrected_examples` routes a slice of :class:`~connectors.simulator.FraudTraffic`
+:func:`corrected_examples` routes a slice of :class:`~loopline.connectors.simulator.FraudTraffic`
 like a confidence policy would (confidence below ``review_below`` → review
 tier, plus an ``audit_rate`` sample of the rest as audited auto-tier events) and
 has reviewers answer each with the true label, flipped with their error rate.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from connectors.simulator import FraudTraffic
+from loopline.connectors.simulator import FraudTraffic
 
 REVIEWED_AT0 = 1_800_000_000_000
 

@@ -13,10 +13,10 @@ import time
 from river import datasets
 
 from benchmarks.bench_learning_data import corrected_examples
-from connectors.simulator import FraudTraffic
-from processors.learning.features import example_features
-from processors.learning.pipelines import PIPELINES, make_challenger
-from processors.learning.window import RollingQuality
+from loopline.connectors.simulator import FraudTraffic
+from loopline.processors.learning.features import example_features
+from loopline.processors.learning.pipelines import PIPELINES, make_challenger
+from loopline.processors.learning.window import RollingQuality
 
 
 def run(pipeline: str, stream, labels, positive) -> dict:

@@ -17,10 +17,10 @@ from io import BytesIO
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from benchmarks.events import make_events
-from processors.frame import batch_from_events, frame_from_batch
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.processors.wire.frame import batch_from_events, frame_from_batch
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 
 
 def best(fn, repeat: int) -> float:

@@ -19,7 +19,7 @@ import argparse
 import resource
 import time
 
-from connectors.simulator import FraudTraffic
+from loopline.connectors.simulator import FraudTraffic
 
 
 def main(argv=None) -> dict:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from processors.errors import BrokerError
+from loopline.processors.errors import BrokerError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from streams.settings import Settings
+from loopline.streams.settings import Settings
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -30,14 +30,14 @@ from typing import Callable
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
-from processors.errors import ValidationError
-from processors.frame import batch_from_events, signature
-from processors.partitioning import partition_for
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
-from processors.validation import validate_prediction
-from connectors.registry import build_serde
-from streams.settings import Settings
+from loopline.processors.errors import ValidationError
+from loopline.processors.wire.frame import batch_from_events, signature
+from loopline.processors.wire.partitioning import partition_for
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
+from loopline.processors.routing.validation import validate_prediction
+from loopline.streams.confluent import build_serde
+from loopline.streams.settings import Settings
 
 DeliveryCallback = Callable[[Exception | None, int, int], None]  # (error, partition, n_events)
 

@@ -1,7 +1,7 @@
 """The Faust layer: app factory, topic declarations, the route agent, web views.
 
 Agents are thin loops: they turn Faust events into :class:`InputRecord` s, call
-the pure :class:`~processors.router.Router`, publish what it returns and update
+the pure :class:`~loopline.processors.routing.router.Router`, publish what it returns and update
 metrics once per batch. An agent batch holds up to ``take_max`` Kafka records,
 and each record may be a ``PredictionBatch`` of hundreds of predictions, so
 Faust's per-record cost is paid per batch of predictions.
@@ -22,20 +22,20 @@ import time
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connectors.registry import build_serde
-from processors.router import InputRecord, Router, dead_letter
-from processors.policy import Policy, PolicyHolder
-from streams.lag import register_lag_metrics
-from streams.metrics import WorkerMetrics
-from streams.settings import Settings
+from loopline.streams.confluent import build_serde
+from loopline.processors.routing.router import InputRecord, Router, dead_letter
+from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.streams.lag import register_lag_metrics
+from loopline.streams.metrics import WorkerMetrics
+from loopline.streams.settings import Settings
 
 log = logging.getLogger("loopline.worker")
 
 # Agents beyond "route": name in LOOPLINE_AGENTS -> "module:function(worker, app)" that declares them.
 EXTENSIONS = {
-    "feedback": "streams.feedback:register_feedback",
-    "drift": "streams.drift:register_drift",
-    "learn": "streams.learner:register_learner",
+    "feedback": "loopline.streams.feedback:register_feedback",
+    "drift": "loopline.streams.drift.extension:register_drift",
+    "learn": "loopline.streams.learning.agent:register_learner",
 }
 
 
@@ -120,7 +120,7 @@ class Worker:
         self.insight_providers: list = []
         # stats_providers: section name -> callable returning a JSON-able dict, merged into GET /stats.
         self.stats_providers: dict = {}
-        self.stats = None  # streams.stats.WorkerStats once the app is built (route or feedback agent)
+        self.stats = None  # loopline.streams.stats.WorkerStats once the app is built (route or feedback agent)
         self.policy_runtime = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
@@ -165,8 +165,8 @@ class Worker:
             "review_escalation": app.topic(names.review_escalation, **kw),
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
-        from streams.policy_runtime import PolicyRuntime
-        from streams.stats import TierCollector, WorkerStats
+        from loopline.streams.policy import PolicyRuntime
+        from loopline.streams.stats import TierCollector, WorkerStats
 
         self.policy_runtime = PolicyRuntime(self, app)
         agents = s.agent_set
@@ -182,15 +182,15 @@ class Worker:
                 module, func = target.split(":")
                 getattr(importlib.import_module(module), func)(self, app)
         if "route" in agents:  # the override-risk model from the learning loop, hot-swapped
-            from streams.risk import register_risk_scorer
+            from loopline.streams.learning.risk import register_risk_scorer
 
             register_risk_scorer(self, app)
         if "learn" in agents:
-            from streams.learner import learning_stats
+            from loopline.streams.learning.agent import learning_stats
 
             self.stats_providers["learning"] = lambda: learning_stats(self)
         if "feedback" in agents:  # calibration, slices and the autopilot learn from the joined corrections
-            from streams.calibration import register_calibration
+            from loopline.streams.quality import register_calibration
 
             register_calibration(self, app)
         register_lag_metrics(self, app)

@@ -14,10 +14,10 @@ from typing import Iterator, MutableMapping
 
 import faust
 
-from processors.errors import DecodeError, UnexpectedTypeError
-from processors.feedback import FeedbackJoin
-from processors.router import InputRecord, OutputRecord, dead_letter
-from processors.serde import CORRECTION, REVIEW_TASK
+from loopline.processors.errors import DecodeError, UnexpectedTypeError
+from loopline.processors.feedback.join import FeedbackJoin
+from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
+from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
 
 log = logging.getLogger("loopline.feedback")
 TRAINING_EXAMPLE = "io.loopline.TrainingExample"

@@ -101,6 +101,6 @@ class Settings(BaseSettings):
 
     @property
     def topics(self) -> "TopicNames":
-        from streams.topics import TopicNames
+        from loopline.streams.topics import TopicNames
 
         return TopicNames(self.topic_namespace)

@@ -1,6 +1,6 @@
 """Per-tier statistics in the worker: per-partition :class:`TierStats`, persisted, served, exported.
 
-Each input partition has its own :class:`~processors.tier_stats.TierStats`:
+Each input partition has its own :class:`~loopline.processors.stats.tier_stats.TierStats`:
 ``route:<p>`` for the decisions of ``loopline.predictions`` partition *p*,
 ``feedback:<p>`` for the corrections joined on partition *p* of the review and
 correction topics (those are keyed by event id). A partition's statistics live
@@ -30,8 +30,8 @@ from typing import Callable
 import faust
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from processors.partitioning import partition_for
-from processors.tier_stats import TierStats
+from loopline.processors.wire.partitioning import partition_for
+from loopline.processors.stats.tier_stats import TierStats
 
 log = logging.getLogger("loopline.stats")
 TABLE = "loopline-tier-stats"

@@ -14,6 +14,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+INTEGRATION_DIR = REPO / "tests" / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is an integration test (it needs a broker, database or browser)."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _no_broker_outside_integration(request, monkeypatch):
+    """A test without the ``integration`` mark that starts the embedded broker fails at once.
+
+    So ``pytest -m "not integration"`` provably needs no network service.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    from loopline.connectors import broker
+
+    def refuse(self, *a, **kw):
+        raise AssertionError(f"{request.node.nodeid} starts a broker but is not marked integration")
+
+    monkeypatch.setattr(broker.EmbeddedBroker, "start", refuse)
 
 
 def _docker_daemon_answers() -> bool:
@@ -39,7 +63,7 @@ def kafka_bootstrap(tmp_path_factory):
         with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from connectors.broker import EmbeddedBroker
+    from loopline.connectors.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log) as broker:
@@ -52,7 +76,7 @@ def kafka_bootstrap(tmp_path_factory):
 
 
 def free_port() -> int:
-    from connectors.broker import free_port as fp
+    from loopline.connectors.broker import free_port as fp
 
     return fp()
 
@@ -60,8 +84,8 @@ def free_port() -> int:
 @pytest.fixture
 def loopline_settings(kafka_bootstrap, tmp_path):
     """Settings with a fresh topic namespace and app id; topics created and ready."""
-    from connectors.broker import create_topics
-    from streams.settings import Settings
+    from loopline.connectors.broker import create_topics
+    from loopline.streams.settings import Settings
 
     ns = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_namespace=ns, app_id=f"{ns}-worker",
@@ -71,7 +95,7 @@ def loopline_settings(kafka_bootstrap, tmp_path):
     return settings
 
 
-from connectors.processes import WorkerProcess, settings_env  # noqa: E402,F401
+from loopline.connectors.processes import WorkerProcess, settings_env  # noqa: E402,F401
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from urllib.parse import quote
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from connectors.review import pages
-from connectors.review.auth import SessionSigner
-from connectors.review.feed import CorrectionPublisher, TaskFeed
-from connectors.review.service import ReviewError, ReviewMetrics, ReviewService
-from connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
-from connectors.review.store import ReviewStore
+from loopline.connectors.review import pages
+from loopline.connectors.review.auth import SessionSigner
+from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
+from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
+from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
+from loopline.connectors.review.store import ReviewStore
 
 COOKIE = "loopline_review"
 _PUBLIC = {"/login", "/metrics", "/healthz"}

@@ -25,21 +25,21 @@ def _fail(message: str, code: int) -> int:
 
 
 def _review_settings(**overrides):
-    from connectors.review.settings import ReviewSettings
-    from streams.settings import Settings
+    from loopline.connectors.review.settings import ReviewSettings
+    from loopline.streams.settings import Settings
 
     return ReviewSettings.from_settings(Settings(), **overrides)
 
 
 def _store(rs):
-    from connectors.review.store import ReviewStore
+    from loopline.connectors.review.store import ReviewStore
 
     return ReviewStore(rs.db_path, rs.lease_seconds, rs.task_ttl_seconds, rs.max_tasks)
 
 
 # ---------------------------------------------------------------- server
 def cmd_review_server(args) -> int:
-    from connectors.review.app import run_review_server
+    from loopline.connectors.review.app import run_review_server
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     rs = _review_settings(**overrides)
@@ -55,7 +55,7 @@ def cmd_review_server(args) -> int:
 
 # ---------------------------------------------------------------- reviewers
 def cmd_reviewers(args) -> int:
-    from connectors.review.service import ReviewError, add_reviewer
+    from loopline.connectors.review.service import ReviewError, add_reviewer
 
     store = _store(_review_settings())
     try:
@@ -265,7 +265,7 @@ def add_review_commands(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m connectors.review.cli``) until the lead wires the main parser."""
+    """Stand-alone entry (``python -m loopline.connectors.review.cli``) until the lead wires the main parser."""
     parser = argparse.ArgumentParser(prog="loopline")
     add_review_commands(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)

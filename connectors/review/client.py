@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 
-from connectors.review.feed import CorrectionPublisher, correction_for
-from connectors.review.service import ACTIONS
-from connectors.review.settings import ANALYST, QUEUES, ReviewSettings
-from processors.schemas import SchemaRegistry
-from processors.serde import REVIEW_TASK, AvroSerde
+from loopline.connectors.review.feed import CorrectionPublisher, correction_for
+from loopline.connectors.review.service import ACTIONS
+from loopline.connectors.review.settings import ANALYST, QUEUES, ReviewSettings
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import REVIEW_TASK, AvroSerde
 
 
 class ReviewerClient:
@@ -36,8 +36,8 @@ class ReviewerClient:
     --------
     ::
 
-        from connectors.review.client import ReviewerClient
-        from streams.settings import Settings
+        from loopline.connectors.review.client import ReviewerClient
+        from loopline.streams.settings import Settings
 
         with ReviewerClient(Settings(), reviewer_id="labelstudio-bridge") as rc:
             for task in rc.poll(timeout=5):

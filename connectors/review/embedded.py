@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import secrets
 
-from connectors.broker import port_or_free
-from connectors.review.app import ReviewServer
-from connectors.review.service import add_reviewer
-from connectors.review.settings import ReviewSettings
+from loopline.connectors.broker import port_or_free
+from loopline.connectors.review.app import ReviewServer
+from loopline.connectors.review.service import add_reviewer
+from loopline.connectors.review.settings import ReviewSettings
 
 
 def start_review_server(settings, demo_login: bool = False) -> tuple[ReviewServer, str | None]:

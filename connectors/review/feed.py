@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Callable
 
-from connectors.review.settings import QUEUE_OF_TIER, QUEUES, ReviewSettings
-from connectors.review.store import ReviewStore
-from processors.errors import LooplineError
-from processors.schemas import SchemaRegistry
-from processors.serde import CORRECTION, REVIEW_TASK, AvroSerde
+from loopline.connectors.review.settings import QUEUE_OF_TIER, QUEUES, ReviewSettings
+from loopline.connectors.review.store import ReviewStore
+from loopline.processors.errors import LooplineError
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 
 log = logging.getLogger(__name__)
 

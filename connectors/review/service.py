@@ -25,11 +25,11 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from connectors.review.auth import ROLES, hash_password, verify_password
-from connectors.review.feed import correction_for
-from connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
-from connectors.review.store import LeaseError, ReviewStore, TaskNotFound
-from processors.errors import LooplineError
+from loopline.connectors.review.auth import ROLES, hash_password, verify_password
+from loopline.connectors.review.feed import correction_for
+from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
+from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound
+from loopline.processors.errors import LooplineError
 
 log = logging.getLogger("loopline.review")
 
@@ -173,7 +173,7 @@ class ReviewService:
         if mtime != getattr(self, "_policy_mtime", object()):
             self._policy_mtime = mtime
             try:
-                from processors.policy import Policy
+                from loopline.processors.policy.policy import Policy
 
                 self._policy = Policy.from_file(path)
             except Exception:  # keep the last valid policy's marks; the worker reports the bad file

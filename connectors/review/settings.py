@@ -53,13 +53,13 @@ class ReviewSettings:
         return f"{self.namespace}-review-server"
 
     def topic_of_queue(self, queue: str) -> str:
-        from streams.topics import TopicNames
+        from loopline.streams.topics import TopicNames
 
         t = TopicNames(self.namespace)
         return t.review_analyst if queue == ANALYST else t.review_escalation
 
     @property
     def corrections_topic(self) -> str:
-        from streams.topics import TopicNames
+        from loopline.streams.topics import TopicNames
 
         return TopicNames(self.namespace).corrections

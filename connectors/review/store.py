@@ -29,7 +29,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from connectors.review.settings import ESCALATION, QUEUE_OF_TIER, QUEUES
+from loopline.connectors.review.settings import ESCALATION, QUEUE_OF_TIER, QUEUES
 
 
 class LeaseError(Exception):

@@ -9,11 +9,11 @@
   and (optionally) adversarial flips, answering ``ReviewTask`` dicts with
   ``CorrectionEvent`` dicts in simulated time.
 """
-from connectors.simulator.features import CHANNELS, MERCHANTS, NUMERIC_FEATURES
-from connectors.simulator.ground_truth import LABELS, GroundTruthStore
-from connectors.simulator.producer_model import StaticProducerModel
-from connectors.simulator.reviewers import ReviewerProfile, SimulatedReviewers, default_reviewers
-from connectors.simulator.traffic import FraudTraffic, TrafficArrays, TrafficChunk
+from loopline.connectors.simulator.features import CHANNELS, MERCHANTS, NUMERIC_FEATURES
+from loopline.connectors.simulator.ground_truth import LABELS, GroundTruthStore
+from loopline.connectors.simulator.producer_model import StaticProducerModel
+from loopline.connectors.simulator.reviewers import ReviewerProfile, SimulatedReviewers, default_reviewers
+from loopline.connectors.simulator.traffic import FraudTraffic, TrafficArrays, TrafficChunk
 
 __all__ = [
     "CHANNELS",

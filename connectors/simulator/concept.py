@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from connectors.simulator.features import COL, MERCHANTS, Population, draw_population
+from loopline.connectors.simulator.features import COL, MERCHANTS, Population, draw_population
 
 _M = {name: i for i, name in enumerate(MERCHANTS)}
 MERCHANT_EFFECT_BEFORE = np.zeros(len(MERCHANTS))

@@ -13,8 +13,8 @@ import gc
 
 import numpy as np
 
-from connectors.simulator.features import CHANNELS, COL, MERCHANTS, NUMERIC_FEATURES
-from connectors.simulator.ground_truth import LABELS
+from loopline.connectors.simulator.features import CHANNELS, COL, MERCHANTS, NUMERIC_FEATURES
+from loopline.connectors.simulator.ground_truth import LABELS
 
 _MERCHANTS = np.array(MERCHANTS, dtype=object)
 _CHANNELS = np.array(CHANNELS, dtype=object)
@@ -30,7 +30,7 @@ def build_events(arrays, p_fraud: np.ndarray, *, prefix: str, country_names: tup
     ``class_probabilities`` holds both classes; ``risk`` the amount; ``context``
     the country and channel. Event ids are ``f"{prefix}-{index}"``.
 
-    >>> from connectors.simulator import FraudTraffic
+    >>> from loopline.connectors.simulator import FraudTraffic
     >>> a = FraudTraffic(seed=0, n_events=2).arrays(0, 2)
     >>> ev = build_events(a, np.array([0.9, 0.2]), prefix="0", country_names=("DE",) * 11,
     ...                   model_name="fraud", model_version="v1")

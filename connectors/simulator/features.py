@@ -3,7 +3,7 @@
 Everything here is a pure function of a :class:`numpy.random.Generator` and
 two boolean regime masks, so a block of events is the same whatever chunk size
 the caller asks for. The fraud *concept* (which transactions are fraud) lives in
-:mod:`connectors.simulator.concept`; this module only says what transactions
+:mod:`loopline.connectors.simulator.concept`; this module only says what transactions
 look like.
 
 Column layout of the numeric matrix is :data:`NUMERIC_FEATURES`; categorical

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from connectors.simulator.features import BASE_COUNTRIES, CHANNELS, COL, MERCHANTS
+from loopline.connectors.simulator.features import BASE_COUNTRIES, CHANNELS, COL, MERCHANTS
 
 
 class FeatureArrays(Protocol):
@@ -44,7 +44,7 @@ def design_matrix(a: FeatureArrays) -> np.ndarray:
 
     A country outside the training vocabulary gets all country columns zero.
 
-    >>> from connectors.simulator import FraudTraffic
+    >>> from loopline.connectors.simulator import FraudTraffic
     >>> design_matrix(FraudTraffic(seed=0, n_events=5).arrays(0, 5)).shape == (5, len(DESIGN_NAMES))
     True
     """
@@ -87,7 +87,7 @@ class StaticProducerModel:
 
     Examples
     --------
-    >>> from connectors.simulator import FraudTraffic
+    >>> from loopline.connectors.simulator import FraudTraffic
     >>> traffic = FraudTraffic(seed=3, n_events=20_000)
     >>> model = StaticProducerModel(temperature=1.0).fit(traffic.history(20_000))
     >>> chunk = traffic.arrays(0, 20_000)

@@ -13,11 +13,11 @@ from typing import Iterator
 
 import numpy as np
 
-from connectors.simulator.concept import fraud_probability
-from connectors.simulator.events import build_events
-from connectors.simulator.features import COL, countries, draw_population
-from connectors.simulator.ground_truth import LABELS, GroundTruthStore
-from connectors.simulator.producer_model import StaticProducerModel
+from loopline.connectors.simulator.concept import fraud_probability
+from loopline.connectors.simulator.events import build_events
+from loopline.connectors.simulator.features import COL, countries, draw_population
+from loopline.connectors.simulator.ground_truth import LABELS, GroundTruthStore
+from loopline.connectors.simulator.producer_model import StaticProducerModel
 
 BLOCK = 8192
 #: 2025-01-01T00:00:00Z, a fixed past instant so events are never "from the future"

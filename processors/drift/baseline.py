@@ -4,9 +4,9 @@ Use it when the reference should not be "the first N events of the version"
 — e.g. the validation set the model was accepted on. The monitor takes the
 profile with ``DriftMonitor(..., baselines=[profile])``.
 
-    python -m processors.drift.baseline events.jsonl --model fraud --version v3 -o fraud-v3.json
+    python -m loopline.processors.drift.baseline events.jsonl --model fraud --version v3 -o fraud-v3.json
 
->>> from benchmarks.events import make_events
+>>> from loopline.processors.testing import make_events
 >>> b = BaselineBuilder("fraud", "v1", n_events=100)
 >>> b.update(make_events(300, start_ms=0))
 >>> p = b.profile()
@@ -20,11 +20,11 @@ import json
 
 import numpy as np
 
-from processors.drift.columns import Columns, outcome_columns
-from processors.drift.config import DriftConfig
-from processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
-from processors.drift.sketch import frames_of
-from processors.errors import ConfigError
+from loopline.processors.drift.columns import Columns, outcome_columns
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
+from loopline.processors.drift.histogram import frames_of
+from loopline.processors.errors import ConfigError
 
 
 class BaselineBuilder:

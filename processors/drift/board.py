@@ -23,7 +23,7 @@ recently updated dropped).
 """
 from __future__ import annotations
 
-from processors.drift.policy import DriftPolicyBook
+from loopline.processors.drift.policy import DriftPolicyBook
 
 
 class DriftBoard:

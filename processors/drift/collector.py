@@ -10,13 +10,13 @@ drift agent sums the counts and evaluates a bucket only when every partition's
 watermark has passed it, so the verdicts do not depend on how partitions are
 spread over workers.
 
-Memory is bounded: per model a :class:`~processors.drift.sketch.DriftSketch`
+Memory is bounded: per model a :class:`~loopline.processors.drift.histogram.DriftSketch`
 (raw rows only while the model version has no reference layout, at most
 ``max_raw_rows``), one integer per partition, and at most ``max_models``
 models (predictions of further models are counted in :attr:`dropped_models`).
 
->>> from benchmarks.events import make_events
->>> from processors.frame import frames_from_events
+>>> from loopline.processors.testing import make_events
+>>> from loopline.processors.wire.frame import frames_from_events
 >>> c = DriftCollector(DriftConfig(bucket_ms=1000))
 >>> for f in frames_from_events(make_events(50, start_ms=0)):
 ...     c.add_frame(f, partition=2)
@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.drift.columns import Columns, outcome_columns
-from processors.drift.config import DriftConfig
-from processors.drift.reference import ReferenceProfile
-from processors.drift.sketch import DriftSketch
-from processors.frame import PredictionFrame
+from loopline.processors.drift.columns import Columns, outcome_columns
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.reference import ReferenceProfile
+from loopline.processors.drift.histogram import DriftSketch
+from loopline.processors.wire.frame import PredictionFrame
 
 
 class DriftCollector:

@@ -23,7 +23,7 @@ import base64
 
 import numpy as np
 
-from processors.frame import PredictionFrame
+from loopline.processors.wire.frame import PredictionFrame
 
 MISSING = "\x00missing"
 

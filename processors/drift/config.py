@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processors.errors import ConfigError
+from loopline.processors.errors import ConfigError
 
 WINDOW_DETECTORS = ("psi", "ks", "wasserstein", "js", "chi2", "unseen")
 SEQUENTIAL_DETECTORS = ("rank_cusum", "binomial_cusum")

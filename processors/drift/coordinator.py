@@ -1,10 +1,10 @@
 """``DriftCoordinator``: the drift agent's logic — merge every worker's summaries, one verdict per model.
 
 Pure (no Kafka): the agent decodes ``DriftSummary`` messages and hands them
-here. Per model it keeps a :class:`~processors.drift.monitor.DriftMonitor`, the
+here. Per model it keeps a :class:`~loopline.processors.drift.monitor.DriftMonitor`, the
 partition watermarks (:class:`PartitionWatermarks`) and the model's
-:class:`~processors.drift.policy.DriftPolicy` (for ``retrain``; routing is
-tightened by every route worker itself, see :mod:`processors.drift.board`).
+:class:`~loopline.processors.drift.policy.DriftPolicy` (for ``retrain``; routing is
+tightened by every route worker itself, see :mod:`loopline.processors.drift.board`).
 
 Why N workers give the verdicts of one: summaries carry additive counts and,
 per predictions-topic partition, the latest event time routed from it. A
@@ -24,11 +24,11 @@ partition and per recently seen worker (at most ``max_workers``); at most
 """
 from __future__ import annotations
 
-from processors.drift.config import DriftConfig
-from processors.drift.monitor import DriftMonitor
-from processors.drift.policy import DriftPolicyBook
-from processors.drift.reference import ReferenceProfile
-from processors.errors import ConfigError
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.monitor import DriftMonitor
+from loopline.processors.drift.policy import DriftPolicyBook
+from loopline.processors.drift.reference import ReferenceProfile
+from loopline.processors.errors import ConfigError
 
 
 class PartitionWatermarks:

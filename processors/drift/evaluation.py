@@ -1,4 +1,4 @@
-"""Per-bucket evaluation and alarm state of a :class:`~processors.drift.monitor.DriftMonitor`.
+"""Per-bucket evaluation and alarm state of a :class:`~loopline.processors.drift.monitor.DriftMonitor`.
 
 The monitor (``monitor.py``) ingests summaries, chooses references and
 decides *when* a bucket is evaluated; this module holds *what* is evaluated:
@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from processors.drift.columns import Columns
-from processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
-from processors.drift.reference import ErrorReference, ReferenceProfile
+from loopline.processors.drift.columns import Columns
+from loopline.processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
+from loopline.processors.drift.reference import ErrorReference, ReferenceProfile
 
 class Slot:
     """One detector on one signal of one version."""
@@ -47,7 +47,7 @@ class VersionState:
 
 
 class BucketEvaluation:
-    """Evaluation half of :class:`~processors.drift.monitor.DriftMonitor` (needs ``config``, ``model_name``,
+    """Evaluation half of :class:`~loopline.processors.drift.monitor.DriftMonitor` (needs ``config``, ``model_name``,
     ``_detections``)."""
 
     def _hysteresis(self, consecutive: int) -> Hysteresis:

@@ -1,7 +1,7 @@
 """``DriftMonitor``: verdicts for one model from merged, additive counts.
 
 The monitor is the only place where drift is *decided*. It ingests summaries
-(from its own :class:`~processors.drift.sketch.DriftSketch` in a single
+(from its own :class:`~loopline.processors.drift.histogram.DriftSketch` in a single
 process, or from every worker's sketch, merged or not), and evaluates each
 time bucket once, when ``advance(watermark_ms)`` passes the bucket's end:
 
@@ -22,7 +22,7 @@ Because verdicts depend only on summed integer counts and on the bucket
 sequence, N workers give exactly the verdicts of one.
 
 This module holds ingestion, reference selection and version bookkeeping;
-per-bucket evaluation and alarm state live in :mod:`processors.drift.evaluation`.
+per-bucket evaluation and alarm state live in :mod:`loopline.processors.drift.evaluation`.
 
 >>> import numpy as np
 >>> cfg = DriftConfig(reference_events=500, bucket_ms=100, window_buckets=4, calibration_budgets=10)
@@ -45,12 +45,12 @@ import math
 
 import numpy as np
 
-from processors.drift.columns import Columns
-from processors.drift.config import DriftConfig
-from processors.drift.evaluation import BucketEvaluation, VersionState
-from processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
-from processors.drift.sketch import DriftSketch, add_counts, count_buckets, count_outcomes
-from processors.errors import ConfigError
+from loopline.processors.drift.columns import Columns
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.evaluation import BucketEvaluation, VersionState
+from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
+from loopline.processors.drift.histogram import DriftSketch, add_counts, count_buckets, count_outcomes
+from loopline.processors.errors import ConfigError
 
 
 class DriftMonitor(BucketEvaluation):
@@ -63,7 +63,7 @@ class DriftMonitor(BucketEvaluation):
     config
         Drift settings.
     baselines
-        Pinned reference profiles (from :class:`~processors.drift.baseline.BaselineBuilder`),
+        Pinned reference profiles (from :class:`~loopline.processors.drift.baseline.BaselineBuilder`),
         used instead of the first events for their versions.
     """
 

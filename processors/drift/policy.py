@@ -28,7 +28,7 @@ A model is *drifting* while any (version, signal, detector) of the watched
 """
 from __future__ import annotations
 
-from processors.errors import ConfigError
+from loopline.processors.errors import ConfigError
 
 MODES = ("alert_only", "tighten_routing", "retrain")
 

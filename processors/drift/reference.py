@@ -10,7 +10,7 @@ Binning a batch is one ``np.searchsorted`` (numeric) or one dictionary lookup
 per *distinct* value (categorical), so the cost per event is a few numpy ops.
 
 >>> import numpy as np
->>> from processors.drift.columns import Columns
+>>> from loopline.processors.drift.columns import Columns
 >>> rng = np.random.default_rng(0)
 >>> cols = Columns(np.arange(1000), np.array([f"e{i}" for i in range(1000)], dtype=object),
 ...                {"n:x": rng.normal(size=1000), "c:country": rng.choice(["DE", "FR"], 1000).astype(object),
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.drift.columns import MISSING, Columns
-from processors.errors import ConfigError
+from loopline.processors.drift.columns import MISSING, Columns
+from loopline.processors.errors import ConfigError
 
 FORMAT = "loopline.drift.profile/1"
 RESERVED = ("confidence", "class", "error")

@@ -23,13 +23,13 @@ import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from processors.learning.dedupe import TTLSet
-from processors.learning.features import example_features, risk_features
-from processors.learning.gate import PromotionGate, in_holdout
-from processors.learning.guards import AnswerLedger, RateGuard, Reputation
-from processors.learning.linear import LinearModel
-from processors.learning.pipelines import make_challenger
-from processors.learning.window import RollingQuality, champion_view
+from loopline.processors.learning.dedupe import TTLSet
+from loopline.processors.learning.features import example_features, risk_features
+from loopline.processors.learning.gate import PromotionGate, in_holdout
+from loopline.processors.learning.guards import AnswerLedger, RateGuard, Reputation
+from loopline.processors.learning.linear import LinearModel
+from loopline.processors.learning.pipelines import make_challenger
+from loopline.processors.learning.window import RollingQuality, champion_view
 
 log = logging.getLogger("loopline.learning")
 OUTCOMES = ("learned", "duplicate", "held", "rejected", "holdout")

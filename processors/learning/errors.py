@@ -1,7 +1,7 @@
-"""Errors of the learning core (all under :class:`processors.errors.LooplineError`)."""
+"""Errors of the learning core (all under :class:`loopline.processors.errors.LooplineError`)."""
 from __future__ import annotations
 
-from processors.errors import ConfigError, DecodeError
+from loopline.processors.errors import ConfigError, DecodeError
 
 
 class LearningConfigError(ConfigError):

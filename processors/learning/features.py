@@ -1,14 +1,14 @@
 """Feature dicts for the online models, and the same features as numpy columns of a frame.
 
 One definition serves learning (one example at a time, River dicts) and
-scoring on the route path (whole :class:`~processors.frame.PredictionFrame`
+scoring on the route path (whole :class:`~loopline.processors.wire.frame.PredictionFrame`
 columns), so the override-risk model sees the same inputs in both places.
 
 * numeric features are squashed with ``sign(x) * log1p(|x|)`` (heavy-tailed
   amounts and counts would otherwise dominate an SGD model) and stay ``float``;
 * a categorical feature ``k = v`` becomes the one-hot key ``"k=v"`` with the
   ``int`` value 1 (absent keys mean 0); the ``int`` type is how
-  :class:`~processors.learning.linear.LinearModel` tells one-hots (not scaled)
+  :class:`~loopline.processors.learning.linear.LinearModel` tells one-hots (not scaled)
   from numeric values (standardised);
 * the override-risk model also sees ``confidence`` and ``predicted=<label>``.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 
-from processors.learning.window import RollingQuality
+from loopline.processors.learning.window import RollingQuality
 
 TIERS = ("auto", "review", "escalate")
 

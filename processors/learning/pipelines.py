@@ -5,7 +5,7 @@ label with ``predict_one(probs)``, and learns
 ``(x, label, weight)``; labels are the producer's label strings.
 
 * ``logreg`` (default, chosen by measurement, see README "Online learning"):
-  :class:`~processors.learning.linear.LinearModel` on ``label == positive``
+  :class:`~loopline.processors.learning.linear.LinearModel` on ``label == positive``
   (binary models; the positive label is configured, else the first label in
   sorted order among those the producer emits);
 * ``hoeffding``: River's ``HoeffdingAdaptiveTreeClassifier``;
@@ -18,9 +18,9 @@ from collections import deque
 import numpy as np
 from river import forest, tree
 
-from processors.learning.errors import LearningConfigError
-from processors.learning.linear import LinearModel
-from processors.learning.window import argmax
+from loopline.processors.learning.errors import LearningConfigError
+from loopline.processors.learning.linear import LinearModel
+from loopline.processors.learning.window import argmax
 
 PIPELINES = ("logreg", "hoeffding", "arf")
 

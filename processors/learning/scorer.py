@@ -2,17 +2,17 @@
 
 It holds, per source model, the newest verified override-risk model and online
 model (champion role if one was promoted, else the challenger), frozen into
-numpy (:class:`~processors.learning.linear.LinearExport`) when swapped in, so
+numpy (:class:`~loopline.processors.learning.linear.LinearExport`) when swapped in, so
 scoring a frame is one matrix product. :meth:`accept` verifies the HMAC before
-unpickling (see :mod:`processors.learning.snapshot`); a refused snapshot
+unpickling (see :mod:`loopline.processors.learning.snapshot`); a refused snapshot
 raises and the previous model stays.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from processors.learning.features import example_features, frame_matrix, risk_features
-from processors.learning.snapshot import load_model
+from loopline.processors.learning.features import example_features, frame_matrix, risk_features
+from loopline.processors.learning.snapshot import load_model
 
 
 class _Slot:

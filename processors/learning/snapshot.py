@@ -3,7 +3,7 @@
 Snapshots travel over Kafka to other processes, and unpickling runs code, so
 the HMAC over ``model_bytes`` (key: ``settings.snapshot_hmac_key``) is checked
 *before* anything is unpickled; a mismatch raises
-:class:`~processors.learning.errors.SnapshotIntegrityError` and nothing is loaded.
+:class:`~loopline.processors.learning.errors.SnapshotIntegrityError` and nothing is loaded.
 
 >>> up = build_update("fraud", "override_risk", 3, {"w": 1}, key=b"k", parent_version=2, now_ms=0)
 >>> load_model(up, b"k")
@@ -12,7 +12,7 @@ the HMAC over ``model_bytes`` (key: ``settings.snapshot_hmac_key``) is checked
 >>> load_model(up, b"k")
 Traceback (most recent call last):
 ...
-processors.learning.errors.SnapshotIntegrityError: fraud/override_risk v3: HMAC mismatch; snapshot refused
+loopline.processors.learning.errors.SnapshotIntegrityError: fraud/override_risk v3: HMAC mismatch; snapshot refused
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pickle
 import time
 import zlib
 
-from processors.learning.errors import SnapshotFormatError, SnapshotIntegrityError
+from loopline.processors.learning.errors import SnapshotFormatError, SnapshotIntegrityError
 
 MODEL_FORMAT = "river-pickle-zlib/1"
 ROLES = ("challenger", "champion", "override_risk", "learner")

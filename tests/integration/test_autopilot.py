@@ -1,7 +1,7 @@
 """The autopilot in a real worker: audit answers on the broker move the threshold, logged with evidence.
 
-The policy file's ``[models.X.autopilot]`` section is parsed by ``processors.policy_model``; the worker runs
-``streams.calibration.register_calibration`` next to the feedback agent.
+The policy file's ``[models.X.autopilot]`` section is parsed by ``loopline.processors.policy.model``; the worker runs
+``loopline.streams.quality.register_calibration`` next to the feedback agent.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from benchmarks.events import make_events
-from connectors.processes import WorkerProcess
-from connectors.producer import PredictionProducer
-from processors.schemas import SchemaRegistry
-from processors.serde import CORRECTION, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration

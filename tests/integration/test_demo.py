@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from connectors.processes import loopline_exe
+from loopline.connectors.processes import loopline_exe
 
 pytestmark = pytest.mark.integration
 

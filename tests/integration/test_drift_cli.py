@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from benchmarks.events import make_events
-from connectors.producer import PredictionProducer
-from processors.drift.reference import ReferenceProfile
-from streams.cli_drift import main
+from loopline.processors.testing import make_events
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.drift.reference import ReferenceProfile
+from loopline.connectors.cli.drift import main
 
 pytestmark = pytest.mark.integration
 

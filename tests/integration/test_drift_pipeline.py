@@ -22,13 +22,13 @@ import uuid
 
 import pytest
 
-from benchmarks.events import make_events
-from connectors.broker import create_topics, free_port
-from connectors.processes import WorkerProcess
-from connectors.producer import PredictionProducer
-from processors.router import iter_decisions
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.broker import create_topics, free_port
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.routing.router import iter_decisions
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
 from tests.helpers import headers_dict, read_topic
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def stream(model: str, seed: int, start_ms: int, n: int = 60_000) -> list[dict]:
 
 
 def settings_for(bootstrap, tmp_path, tag):
-    from streams.settings import Settings
+    from loopline.streams.settings import Settings
 
     ns = f"t{uuid.uuid4().hex[:10]}"
     policy = tmp_path / f"policy-{tag}.toml"

@@ -7,11 +7,11 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from benchmarks.events import make_events
-from connectors.processes import WorkerProcess
-from connectors.producer import PredictionProducer
-from processors.schemas import SchemaRegistry
-from processors.serde import CORRECTION, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.helpers import headers_dict, read_topic
 
 pytestmark = pytest.mark.integration

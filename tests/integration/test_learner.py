@@ -10,15 +10,15 @@ import pytest
 from confluent_kafka import Producer
 
 from benchmarks.bench_learning_data import corrected_examples
-from connectors.processes import WorkerProcess
-from connectors.producer import PredictionProducer
-from connectors.simulator import FraudTraffic
-from processors.learning import LearnerConfig, ModelLearner, build_update, load_model
-from processors.learning.features import example_features
-from processors.learning.scorer import RiskScorer
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
-from streams.learner_io import read_to_end
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.connectors.simulator import FraudTraffic
+from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model
+from loopline.processors.learning.features import example_features
+from loopline.processors.learning.scorer import RiskScorer
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
+from loopline.streams.learning.kafka_io import read_to_end
 from tests.helpers import headers_dict, read_topic
 
 pytestmark = pytest.mark.integration

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from benchmarks.events import make_events
-from connectors.producer import PredictionProducer
-from processors.frame import events_of_batch
-from processors.partitioning import partition_for
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.wire.frame import events_of_batch
+from loopline.processors.wire.partitioning import partition_for
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 from tests.conftest import settings_env
 from tests.helpers import read_topic
 
@@ -122,7 +122,7 @@ def test_broker_cli_port_taken_and_clean_stop(kafka_bootstrap, tmp_path):
         port = s.getsockname()[1]
         r = subprocess.run([LOOPLINE, "broker", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and f"port {port}" in r.stderr and "already taken" in r.stderr
-    from streams.topics import TopicNames
+    from loopline.streams.topics import TopicNames
 
     proc = subprocess.Popen([LOOPLINE, "broker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from connectors.broker import free_port
-from connectors.processes import WorkerProcess
+from loopline.connectors.broker import free_port
+from loopline.connectors.processes import WorkerProcess
 from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, scale_rules
 
 pytestmark = [pytest.mark.integration,
@@ -52,13 +52,13 @@ DRIFT_ENV = {"LOOPLINE_DRIFT_BUCKET_MS": "1000", "LOOPLINE_DRIFT_REFERENCE_EVENT
 
 # ------------------------------------------------------------------ worker with the lag gauges
 def run_worker_with_lag() -> None:
-    """Child-process entry: ``loopline worker`` plus :func:`streams.lag.register_lag_metrics`
+    """Child-process entry: ``loopline worker`` plus :func:`loopline.streams.lag.register_lag_metrics`
     (until streams/app.py registers it itself; then the second registration is refused)."""
     from faust.worker import Worker as FaustWorker
 
-    from streams.app import create_worker
-    from streams.lag import register_lag_metrics
-    from streams.settings import Settings
+    from loopline.streams.app import create_worker
+    from loopline.streams.lag import register_lag_metrics
+    from loopline.streams.settings import Settings
 
     settings = Settings()
     worker = create_worker(settings)
@@ -85,8 +85,8 @@ class Feeder(threading.Thread):
         super().__init__(daemon=True, name="feeder")
         from confluent_kafka import Producer
 
-        from connectors.producer import PredictionProducer
-        from connectors.simulator.traffic import FraudTraffic
+        from loopline.connectors.producer import PredictionProducer
+        from loopline.connectors.simulator.traffic import FraudTraffic
 
         self.settings = settings
         self.base = FraudTraffic(seed=5, n_events=10, n_train=5_000)
@@ -103,7 +103,7 @@ class Feeder(threading.Thread):
 
     def _chunks(self, shifted: bool):
         """A fresh stream whose event time starts now (a drift detector buckets by event time)."""
-        from connectors.simulator.traffic import FraudTraffic
+        from loopline.connectors.simulator.traffic import FraudTraffic
 
         self.phase += 1
         traffic = FraudTraffic(seed=5 + self.phase, n_events=10_000_000, feature_shift_at=0 if shifted else None,

@@ -29,7 +29,7 @@ from typing import Callable
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from connectors.broker import free_port
+from loopline.connectors.broker import free_port
 from tests.integration.test_prometheus_alerts import (FACTOR, INTERVAL, JOB, MIN_WINDOW, AlertWatch, Prometheus,
                                                       assert_no_alerts, wait_until)
 from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, run_promtool, scale_rules
@@ -58,8 +58,8 @@ class Exporter:
     metric updates the way the real code paths do (counters grow, gauges are set)."""
 
     def __init__(self) -> None:
-        from streams.learner import learning_metrics
-        from streams.metrics import WorkerMetrics
+        from loopline.streams.learning.agent import learning_metrics
+        from loopline.streams.metrics import WorkerMetrics
 
         r = self.registry = CollectorRegistry()
         self.worker = WorkerMetrics(r)

@@ -12,13 +12,13 @@ import urllib.request
 
 import pytest
 
-from benchmarks.events import make_events
-from connectors.broker import free_port
-from connectors.review.app import ReviewServer
-from connectors.review.service import MASK, add_reviewer
-from connectors.review.settings import ReviewSettings
-from processors.schemas import SchemaRegistry
-from processors.serde import CORRECTION, REVIEW_TASK, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.broker import free_port
+from loopline.connectors.review.app import ReviewServer
+from loopline.connectors.review.service import MASK, add_reviewer
+from loopline.connectors.review.settings import ReviewSettings
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 from tests.helpers import read_topic
 
 PASSWORDS = {"ana": "ana-pw", "sam": "sam-pw", "pia": "pia-pw"}
@@ -301,7 +301,7 @@ def test_wrong_password_and_cookie_attributes(server):
 def test_terminal_reviewer_answers_with_one_key(server, loopline_settings):
     import io
 
-    from connectors.review.cli import ApiClient, review_loop
+    from loopline.connectors.review.cli import ApiClient, review_loop
 
     srv, _ = server
     out = io.StringIO()
@@ -319,7 +319,7 @@ def test_terminal_reviewer_answers_with_one_key(server, loopline_settings):
 
 
 def test_reviewer_client_bridges_kafka(loopline_settings):
-    from connectors.review.client import ReviewerClient
+    from loopline.connectors.review.client import ReviewerClient
 
     publish_tasks(loopline_settings, [make_task(5), make_task(6, tier="escalate")])
     with ReviewerClient(loopline_settings, reviewer_id="bridge") as rc:

@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from benchmarks.events import make_events
-from connectors.broker import free_port
-from connectors.processes import WorkerProcess
-from connectors.producer import PredictionProducer
-from processors.router import iter_decisions
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
+from loopline.processors.testing import make_events
+from loopline.connectors.broker import free_port
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.routing.router import iter_decisions
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from connectors.broker import free_port, port_in_use
-from connectors.processes import loopline_exe
+from loopline.connectors.broker import free_port, port_in_use
+from loopline.connectors.processes import loopline_exe
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from processors.calibration import BinnedOutcomes, CalibrationTracker, ece_reference, z_one_sided
+from loopline.processors.quality.reliability import BinnedOutcomes, CalibrationTracker, ece_reference, z_one_sided
 
 T0 = 1_735_689_600_000
 

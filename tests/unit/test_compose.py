@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.settings import Settings
+from loopline.streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -282,7 +282,7 @@ def image_pin_problems(compose: dict) -> list[str]:
 
 def loopline_command_problems(compose: dict) -> list[str]:
     """Services built from the repo run a real `loopline` subcommand."""
-    from streams.cli import build_parser
+    from loopline.connectors.cli.main import build_parser
 
     scripts = console_scripts()
     problems = []
@@ -517,7 +517,7 @@ def test_worker_web_port_is_reachable_and_scalable(compose, dockerfile_text):
 
 def test_dockerfile_runs_the_console_script(dockerfile_text):
     """CMD (or ENTRYPOINT) runs the `loopline` console script from [project.scripts]."""
-    from streams.cli import build_parser
+    from loopline.connectors.cli.main import build_parser
 
     scripts = console_scripts()
     stage = final_stage(dockerfile_instructions(dockerfile_text))
@@ -582,15 +582,14 @@ def test_build_context_holds_what_pip_install_needs():
         readme = readme.get("file")
     if readme:
         needed.append(readme)
-    for pattern in project.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {}).get("include", []):
-        needed += sorted(p.name for p in REPO.glob(pattern.rstrip("*")) if (p / "__init__.py").is_file())
+    needed += sorted(project["tool"]["setuptools"]["package-dir"].values())
     needed += [f"schemas/{p.name}" for p in sorted((REPO / "schemas").glob("*.avsc"))][:1]
     patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     for rel in needed:
         assert (REPO / rel).exists(), f"{rel} is needed by `pip install .` in the image but does not exist"
         assert not _dockerignored(rel, patterns), f".dockerignore excludes {rel}, which the image build needs"
-    for rel in (".venv", ".git", "streams/__pycache__", ".loopline", "out", "loopline.egg-info"):
+    for rel in (".venv", ".git", "streams/__pycache__", ".loopline", "out", "loopline.egg-info", "benchmarks", "tests"):
         assert _dockerignored(rel, patterns), f".dockerignore should exclude {rel}"
 
 

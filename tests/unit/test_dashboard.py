@@ -53,10 +53,10 @@ def sample_names(name: str, kind: str) -> set[str]:
 
 def instantiated_families() -> dict[str, str]:
     """name -> type of the metrics of the collectors that can be built here."""
-    from connectors.review.service import ReviewMetrics
-    from connectors.review.store import ReviewStore
-    from streams.lag import ConsumerLagCollector
-    from streams.metrics import WorkerMetrics
+    from loopline.connectors.review.service import ReviewMetrics
+    from loopline.connectors.review.store import ReviewStore
+    from loopline.streams.lag import ConsumerLagCollector
+    from loopline.streams.metrics import WorkerMetrics
 
     worker = WorkerMetrics()
     worker.registry.register(ConsumerLagCollector(app=None))
@@ -225,8 +225,8 @@ def test_in_flight_names_have_landed():
 
 def test_review_server_exports_past_due_tasks():
     """loopline_review_tasks_past_due counts waiting tasks whose due_by has passed, per queue."""
-    from connectors.review.service import ReviewMetrics
-    from connectors.review.store import ReviewStore
+    from loopline.connectors.review.service import ReviewMetrics
+    from loopline.connectors.review.store import ReviewStore
 
     import time
 

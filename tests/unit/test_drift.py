@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from processors.drift import (BaselineBuilder, DriftConfig, DriftMonitor, DriftPolicy, DriftSketch, ReferenceProfile,
+from loopline.processors.drift import (BaselineBuilder, DriftConfig, DriftMonitor, DriftPolicy, DriftSketch, ReferenceProfile,
                               merge_summaries, summary_from_bytes, summary_to_bytes)
-from processors.drift import stats
-from processors.drift.calibration import calibrate_window, upcrossing_threshold
-from processors.drift.columns import Columns, outcome_from_example
-from processors.drift.detectors import Hysteresis
-from processors.errors import ConfigError
-from processors.partitioning import partition_for
+from loopline.processors.drift import stats
+from loopline.processors.drift.thresholds import calibrate_window, upcrossing_threshold
+from loopline.processors.drift.columns import Columns, outcome_from_example
+from loopline.processors.drift.detectors import Hysteresis
+from loopline.processors.errors import ConfigError
+from loopline.processors.wire.partitioning import partition_for
 
 CATS = np.array(list("abcdefgh"), dtype=object)
 CAT_P = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05])

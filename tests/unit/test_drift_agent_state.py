@@ -5,15 +5,15 @@ import types
 
 from prometheus_client import CollectorRegistry
 
-from benchmarks.events import make_events
-from processors.drift.collector import DriftCollector
-from processors.drift.config import DriftConfig
-from processors.drift.policy import DriftPolicyBook
-from processors.frame import frames_from_events
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
-from streams.drift_agent import RESTART_WINDOW, DriftAgent
-from streams.settings import Settings
+from loopline.processors.testing import make_events
+from loopline.processors.drift.collector import DriftCollector
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.policy import DriftPolicyBook
+from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
+from loopline.streams.drift.agent import RESTART_WINDOW, DriftAgent
+from loopline.streams.settings import Settings
 
 CFG = DriftConfig(bucket_ms=1000, reference_events=3000, window_buckets=4, calibration_budgets=10)
 SERDE = AvroSerde(SchemaRegistry.load())

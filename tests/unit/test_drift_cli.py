@@ -1,7 +1,7 @@
 """``loopline drift baseline`` without a broker: exit 2 with a sentence."""
 from __future__ import annotations
 
-from streams.cli_drift import main
+from loopline.connectors.cli.drift import main
 
 
 def test_baseline_without_kafka_exits_2(monkeypatch, tmp_path, capsys):

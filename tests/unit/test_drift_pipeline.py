@@ -5,16 +5,16 @@ import json
 
 import pytest
 
-from benchmarks.events import make_events
-from processors.drift.board import DriftBoard
-from processors.drift.collector import DriftCollector
-from processors.drift.columns import Columns
-from processors.drift.config import DriftConfig
-from processors.drift.coordinator import DriftCoordinator, PartitionWatermarks
-from processors.drift.policy import DriftPolicyBook
-from processors.drift.sketch import summary_from_bytes, summary_to_bytes
-from processors.errors import ConfigError
-from processors.frame import frames_from_events
+from loopline.processors.testing import make_events
+from loopline.processors.drift.board import DriftBoard
+from loopline.processors.drift.collector import DriftCollector
+from loopline.processors.drift.columns import Columns
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.coordinator import DriftCoordinator, PartitionWatermarks
+from loopline.processors.drift.policy import DriftPolicyBook
+from loopline.processors.drift.histogram import summary_from_bytes, summary_to_bytes
+from loopline.processors.errors import ConfigError
+from loopline.processors.wire.frame import frames_from_events
 
 CFG = DriftConfig(bucket_ms=1000, reference_events=3000, window_buckets=4, calibration_budgets=10)
 PARTS = 4
@@ -163,7 +163,7 @@ def test_joined_corrections_reach_the_summary_as_the_error_stream():
 
 
 def test_binning_straight_from_frames_equals_binning_columns():
-    from processors.drift.monitor import DriftMonitor
+    from loopline.processors.drift.monitor import DriftMonitor
 
     mon = DriftMonitor("fraud", CFG)
     mon.update(make_events(4000, start_ms=0))

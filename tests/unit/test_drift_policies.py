@@ -5,15 +5,15 @@ import asyncio
 import json
 import types
 
-from processors.drift.board import DriftBoard
-from processors.drift.config import DriftConfig
-from processors.drift.coordinator import DriftCoordinator
-from processors.drift.policy import DriftPolicyBook
-from processors.policy import Policy, PolicyHolder
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
-from streams.drift_agent import retrain_request
-from streams.drift_reader import DriftReader, RoutingActions
+from loopline.processors.drift.board import DriftBoard
+from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.coordinator import DriftCoordinator
+from loopline.processors.drift.policy import DriftPolicyBook
+from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
+from loopline.streams.drift.agent import retrain_request
+from loopline.streams.drift.reader import DriftReader, RoutingActions
 from tests.unit.test_drift_pipeline import PARTS, run, shifted_stream
 
 POLICY = 'version = "p1"\n[defaults.tiers.auto]\nmin_confidence = 0.9\naudit_rate = 0.01\n'

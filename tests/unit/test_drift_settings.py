@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.events import make_events
-from processors.drift.baseline import BaselineBuilder
-from processors.errors import ConfigError
-from streams.drift import drift_config, drift_setting, load_references
-from streams.settings import Settings
+from loopline.processors.testing import make_events
+from loopline.processors.drift.baseline import BaselineBuilder
+from loopline.processors.errors import ConfigError
+from loopline.streams.drift.extension import drift_config, drift_setting, load_references
+from loopline.streams.settings import Settings
 
 
 def test_drift_settings_from_environment_and_invalid_values_named(monkeypatch):
     from pydantic import ValidationError
 
-    from streams.cli import settings_error
+    from loopline.connectors.cli.main import settings_error
 
     monkeypatch.setenv("LOOPLINE_DRIFT_BUCKET_MS", "2000")
     monkeypatch.setenv("LOOPLINE_DRIFT_IDLE_SECONDS", "12.5")
@@ -28,7 +28,7 @@ def test_drift_settings_from_environment_and_invalid_values_named(monkeypatch):
 
 
 def test_a_bad_setting_is_one_sentence_and_exit_2(monkeypatch, capsys):
-    from streams.cli import main
+    from loopline.connectors.cli.main import main
 
     monkeypatch.setenv("LOOPLINE_DRIFT_AGENT", "maybe")
     assert main(["topics", "create"]) == 2
@@ -52,7 +52,7 @@ def test_reference_file_one_profile_or_a_list(tmp_path):
 
 
 def test_check_drift_settings_names_the_bad_value(monkeypatch):
-    from streams.drift import check_drift_settings
+    from loopline.streams.drift.extension import check_drift_settings
 
     monkeypatch.setenv("LOOPLINE_DRIFT_POLICY", '{"fraud": {"mode": "retrain", "cooldown": 5}}')
     check_drift_settings(Settings(agents="route"))  # drift not run: nothing to check

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import random
 
-from benchmarks.events import make_events
-from processors.feedback import FeedbackJoin, effective_label
-from processors.schemas import SchemaRegistry
-from processors.serde import AvroSerde
+from loopline.processors.testing import make_events
+from loopline.processors.feedback.join import FeedbackJoin, effective_label
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import AvroSerde
 
 SERDE = AvroSerde(SchemaRegistry.load())
 

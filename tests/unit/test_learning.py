@@ -8,12 +8,12 @@ import zlib
 import pytest
 
 from benchmarks.bench_learning_data import corrected_examples
-from connectors.simulator import FraudTraffic
-from processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update, load_model
-from processors.learning.errors import SnapshotFormatError
-from processors.learning.features import example_features
-from processors.learning.pipelines import BinaryLogReg
-from processors.learning.snapshot import sign
+from loopline.connectors.simulator import FraudTraffic
+from loopline.processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update, load_model
+from loopline.processors.learning.errors import SnapshotFormatError
+from loopline.processors.learning.features import example_features
+from loopline.processors.learning.pipelines import BinaryLogReg
+from loopline.processors.learning.snapshot import sign
 
 OPEN = dict(reviewer_max_share=1.0, reviewer_max_per_window=10**9)  # guards out of the way
 

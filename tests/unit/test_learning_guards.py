@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.bench_learning_data import corrected_examples
-from connectors.simulator import FraudTraffic
-from processors.learning import LearnerConfig, ModelLearner
-from processors.learning.gate import PromotionGate, in_holdout
-from processors.learning.guards import AnswerLedger, RateGuard, Reputation
+from loopline.connectors.simulator import FraudTraffic
+from loopline.processors.learning import LearnerConfig, ModelLearner
+from loopline.processors.learning.gate import PromotionGate, in_holdout
+from loopline.processors.learning.guards import AnswerLedger, RateGuard, Reputation
 from tests.unit.test_learning import example
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from processors.partitioning import murmur2, partition_for
+from loopline.processors.wire.partitioning import murmur2, partition_for
 
 
 @pytest.mark.parametrize("key,expected", [  # Java client's Utils.murmur2 test vectors

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.errors import ConfigError
-from processors.frame import frames_from_events
-from processors.policy import Policy, PolicyHolder
-from processors.policy_model import parse_policy
+from loopline.processors.errors import ConfigError
+from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.processors.policy.model import parse_policy
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000_000
@@ -394,9 +394,9 @@ def test_holder_replace_from_file(tmp_path):
 
 
 def test_router_uses_the_policy():
-    from processors.router import InputRecord, Router, iter_decisions
-    from processors.schemas import SchemaRegistry
-    from processors.serde import PREDICTION, AvroSerde
+    from loopline.processors.routing.router import InputRecord, Router, iter_decisions
+    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.serde import PREDICTION, AvroSerde
 
     serde = AvroSerde(SchemaRegistry.load())
     policy = Policy.from_toml(RULES)
@@ -419,8 +419,8 @@ def test_parse_policy_is_pure():
 
 # --------------------------------------------------------------- runtime overlays and override risk
 def _frame(confidences, labels=None):
-    from benchmarks.events import make_events
-    from processors.frame import frames_from_events
+    from loopline.processors.testing import make_events
+    from loopline.processors.wire.frame import frames_from_events
 
     evs = make_events(len(confidences), start_ms=0)
     for e, c in zip(evs, confidences):
@@ -444,7 +444,7 @@ max_override_risk = 0.5
 
 
 def test_override_risk_sends_confident_predictions_to_review():
-    from processors.policy import Policy
+    from loopline.processors.policy.policy import Policy
 
     p = Policy.from_toml(OVERLAY_POLICY)
     frame = _frame([0.99, 0.99, 0.5], ["legit", "legit", "legit"])
@@ -457,7 +457,7 @@ def test_override_risk_sends_confident_predictions_to_review():
 
 
 def test_overlay_moves_thresholds_survives_replacement_and_clears():
-    from processors.policy import Policy, PolicyHolder
+    from loopline.processors.policy.policy import Policy, PolicyHolder
 
     h = PolicyHolder(Policy.from_toml(OVERLAY_POLICY))
     frame = _frame([0.93, 0.97], ["legit", "fraud"])
@@ -486,7 +486,7 @@ def test_overlay_moves_thresholds_survives_replacement_and_clears():
 
 
 def test_overlay_rejects_values_outside_unit_interval():
-    from processors.policy import Policy, PolicyHolder
+    from loopline.processors.policy.policy import Policy, PolicyHolder
 
     h = PolicyHolder(Policy.from_toml(OVERLAY_POLICY))
     with pytest.raises(ConfigError, match="overlay.autopilot.min_confidence"):
@@ -495,15 +495,15 @@ def test_overlay_rejects_values_outside_unit_interval():
 
 
 def test_max_override_risk_is_validated():
-    from processors.policy import Policy
+    from loopline.processors.policy.policy import Policy
 
     with pytest.raises(ConfigError, match="models.fraud.tiers.review.max_override_risk"):
         Policy.from_toml(OVERLAY_POLICY.replace("max_override_risk = 0.5", "max_override_risk = 2"))
 
 
 def test_drift_policy_lives_in_the_policy_file():
-    from processors.drift.policy import DriftPolicyBook
-    from streams.drift import PolicyFileDriftBook
+    from loopline.processors.drift.policy import DriftPolicyBook
+    from loopline.streams.drift.extension import PolicyFileDriftBook
 
     text = OVERLAY_POLICY + '[models.fraud.drift]\nmode = "tighten_routing"\nauto_threshold_delta = 0.05\n'
     holder = PolicyHolder(Policy.from_toml(text))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from connectors.review.service import MASK, ReviewService
-from connectors.review.settings import ReviewSettings
+from loopline.connectors.review.service import MASK, ReviewService
+from loopline.connectors.review.settings import ReviewSettings
 
 POLICY = """
 version = "pii-1"
@@ -60,7 +60,7 @@ def test_terminal_keys_are_single_keystrokes_without_enter():
     import io
     import pty
 
-    from connectors.review.cli import Keys
+    from loopline.connectors.review.cli import Keys
 
     import threading
     import time

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.review.auth import SessionSigner, hash_password, verify_password
-from connectors.review.store import LeaseError, ReviewStore, TaskNotFound
+from loopline.connectors.review.auth import SessionSigner, hash_password, verify_password
+from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound
 
 NOW = 1_800_000_000.0
 
@@ -129,7 +129,7 @@ def test_session_cookie_rejects_forgery():
 def test_reviewers_cli_exit_codes(tmp_path, monkeypatch, capsys):
     import io
 
-    from connectors.review.cli import main
+    from loopline.connectors.review.cli import main
 
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path))
     monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.events import make_events
-from processors.frame import batch_from_events, frames_from_events
-from processors.frame_checks import invalid_rows
-from processors.router import InputRecord, Router, iter_decisions
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
-from processors.threshold_policy import ThresholdPolicy
-from processors.validation import check_prediction
+from loopline.processors.testing import make_events
+from loopline.processors.wire.frame import batch_from_events, frames_from_events
+from loopline.processors.routing.frame_checks import invalid_rows
+from loopline.processors.routing.router import InputRecord, Router, iter_decisions
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
+from loopline.processors.policy.threshold import ThresholdPolicy
+from loopline.processors.routing.validation import check_prediction
 
 SERDE = AvroSerde(SchemaRegistry.load())
 NOW = 1_800_000_000_000
@@ -85,7 +85,7 @@ def test_review_tasks_carry_prediction_and_insights():
 
 
 def test_wrong_type_on_topic_goes_to_dead_letter():
-    from processors.serde import DRIFT_EVENT
+    from loopline.processors.wire.serde import DRIFT_EVENT
 
     data = SERDE.encode(DRIFT_EVENT, {"model_name": "m", "model_version": "1", "signal": "s", "detector": "d",
                                       "score": 1.0, "threshold": 0.5, "window": "w", "state": "started",

@@ -8,7 +8,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from processors.schemas import SchemaRegistry, _expand, schema_dir
+from loopline.processors.wire.catalogue import SchemaRegistry, _expand, schema_dir
 
 REG = SchemaRegistry.load()
 
@@ -51,7 +51,7 @@ def test_fingerprint_is_crc64_avro_of_canonical_form(name):
 
 
 def _example(name: str):
-    from benchmarks.events import make_events
+    from loopline.processors.testing import make_events
 
     ev = make_events(1)[0]
     examples = {

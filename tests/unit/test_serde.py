@@ -5,10 +5,10 @@ import struct
 
 import pytest
 
-from benchmarks.events import make_events
-from processors.errors import BadMagicError, TruncatedPayloadError, UnknownSchemaError
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
+from loopline.processors.testing import make_events
+from loopline.processors.errors import BadMagicError, TruncatedPayloadError, UnknownSchemaError
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 
 REG = SchemaRegistry.load()
 SERDE = AvroSerde(REG)
@@ -23,7 +23,7 @@ def test_single_object_round_trip():
 
 
 def test_columnar_batch_round_trip():
-    from processors.frame import batch_from_events, events_of_batch
+    from loopline.processors.wire.frame import batch_from_events, events_of_batch
 
     evs = make_events(5)
     evs[2]["trace_id"] = "t-2"
@@ -68,7 +68,7 @@ def test_truncated_and_trailing_bytes():
 def test_confluent_framing_with_mock_registry():
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from connectors.registry import RegistryFraming
+    from loopline.streams.confluent import RegistryFraming
 
     client = SchemaRegistryClient.new_client({"url": "mock://loopline-test"})
     serde = AvroSerde(REG, RegistryFraming("mock://loopline-test", REG, client=client))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from connectors.simulator import (
+from loopline.connectors.simulator import (
     LABELS,
     NUMERIC_FEATURES,
     FraudTraffic,
@@ -16,10 +16,10 @@ from connectors.simulator import (
     StaticProducerModel,
     default_reviewers,
 )
-from connectors.simulator.features import MERCHANTS
-from processors.schemas import SchemaRegistry
-from processors.serde import PREDICTION, REVIEW_TASK, AvroSerde
-from processors.validation import validate_prediction
+from loopline.connectors.simulator.features import MERCHANTS
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.serde import PREDICTION, REVIEW_TASK, AvroSerde
+from loopline.processors.routing.validation import validate_prediction
 
 CORRECTION = "io.loopline.CorrectionEvent"
 SERDE = AvroSerde(SchemaRegistry.load())

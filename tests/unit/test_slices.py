@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.events import make_events
-from processors.autopilot_config import SliceSpec
-from processors.calibration import ece_reference
-from processors.frame import frames_from_events
-from processors.slices import MISSING, OTHER, SliceStats, SpaceSaving, sketch_capacity, slice_labels
-from processors.threshold_policy import ThresholdPolicy
+from loopline.processors.testing import make_events
+from loopline.processors.policy.quality_options import SliceSpec
+from loopline.processors.quality.reliability import ece_reference
+from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.quality.slices import MISSING, OTHER, SliceStats, SpaceSaving, sketch_capacity, slice_labels
+from loopline.processors.policy.threshold import ThresholdPolicy
 
 T0 = 1_735_689_600_000
 COUNTRY = SliceSpec("country", "context", top_k=3)

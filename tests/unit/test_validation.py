@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from benchmarks.events import make_events
-from processors import errors
-from processors.validation import check_prediction
+from loopline.processors.testing import make_events
+from loopline.processors import errors
+from loopline.processors.routing.validation import check_prediction
 
 NOW = 1_800_000_000_000
 

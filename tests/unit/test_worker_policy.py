@@ -5,15 +5,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from benchmarks.events import make_events
-from connectors.processes import loopline_exe
-from processors.frame import batch_from_events, frames_from_events
-from processors.policy import PolicyHolder
-from processors.router import InputRecord
-from processors.serde import PREDICTION_BATCH
-from processors.threshold_policy import ThresholdPolicy
-from streams.app import Worker
-from streams.settings import Settings
+from loopline.processors.testing import make_events
+from loopline.connectors.processes import loopline_exe
+from loopline.processors.wire.frame import batch_from_events, frames_from_events
+from loopline.processors.policy.policy import PolicyHolder
+from loopline.processors.routing.router import InputRecord
+from loopline.processors.wire.serde import PREDICTION_BATCH
+from loopline.processors.policy.threshold import ThresholdPolicy
+from loopline.streams.app import Worker
+from loopline.streams.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.toml"
 

@@ -1,0 +1,319 @@
+"""``loopline bench``: throughput of Loopline's worker next to its baselines, on the same events.
+
+Pre-fills two topics on the embedded broker with the same N predictions — as
+single ``PredictionEvent`` records and as columnar ``PredictionBatch`` records —
+then measures, each in its own process: the raw aiokafka and confluent-kafka
+decode ceilings, Faust ``take`` + decode, Quix Streams decode-only (if
+``.venv-quix`` exists), a naive per-event Faust agent, and Loopline's worker on
+batched records, on single-event records, and with 2 workers. Then p50/p99
+produce→decision latency at 50% of the sustained batched rate, and the
+worker's RSS after 100k and 1M events. Prints a table and writes ``bench.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from loopline.processors.testing import make_events
+from loopline.connectors.broker import EmbeddedBroker, create_topics, free_port
+from loopline.connectors.processes import WorkerProcess
+from loopline.connectors.producer import PredictionProducer
+from loopline.processors.routing.router import expand_decision_batch
+from loopline.processors.wire.catalogue import SchemaRegistry, schema_dir
+from loopline.processors.wire.serde import DECISION_BATCH, PREDICTION, AvroSerde
+from loopline.streams.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+QUIX_VENV = Path(os.environ.get("LOOPLINE_QUIX_VENV", ".venv-quix"))  # a separate venv: quixstreams pins other client versions
+
+
+def _events(n: int, seed: int = 7) -> list[dict]:
+    evs = make_events(n, seed=seed, start_ms=int(time.time() * 1000) - 60_000)
+    rnd = np.random.default_rng(seed)
+    conf = np.where(rnd.random(n) < 0.85, 0.9 + 0.1 * rnd.random(n), 0.5 + 0.4 * rnd.random(n))
+    for e, c in zip(evs, conf.tolist()):  # ~85% auto-approved, like the demo's traffic
+        e["confidence"] = c
+    return evs
+
+
+def _settings(bootstrap: str, ns: str, partitions: int, tmp: Path, agents: str = "route") -> Settings:
+    """Bench workers run the route agent only (the hot path); one row adds the feedback agent."""
+    return Settings(kafka_bootstrap=bootstrap, topic_namespace=ns, app_id=f"{ns}-w", web_port=free_port(),
+                    data_dir=tmp / ns, partitions=partitions, agents=agents)
+
+
+def _prefill(s: Settings, events: list[dict], batch_size: int) -> None:
+    create_topics(s.kafka_bootstrap, s.topics.all(), s.partitions, compacted=s.topics.compacted())
+    with PredictionProducer(s, batch_size=batch_size, validate_events=False, linger_ms=200) as p:
+        p.send_many(events)
+    if p.failed_events:
+        raise RuntimeError(f"prefill lost {p.failed_events} events")
+
+
+def _child(args: list[str], python: str = sys.executable, timeout: float = 300) -> dict | None:
+    try:
+        r = subprocess.run([python, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in reversed(r.stdout.splitlines()):
+        if "{" in line:  # Faust may print terminal control codes before it
+            return json.loads(line[line.index("{"):])
+    return {"error": (r.stderr or r.stdout)[-400:]}
+
+
+class ProcCPU(threading.Thread):
+    """Samples a process's CPU seconds and RSS from /proc every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float, int]] = []  # (unix time, cpu s, rss bytes)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.05):
+            try:
+                stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(stat[11]) + int(stat[12])) / tick
+                rss = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * page
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                return
+            self.samples.append((time.time(), cpu, rss))
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        ts = np.array([s[0] for s in self.samples])
+        cs = np.array([s[1] for s in self.samples])
+        return float(np.interp(t1, ts, cs) - np.interp(t0, ts, cs))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _read_decisions(s: Settings, serde: AvroSerde, want: int, timeout: float, on_batch=None) -> tuple[int, int, int]:
+    """Consume the decisions topic until ``want`` decisions; returns (count, first decided_at, last decided_at)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-read-{time.time_ns()}",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+    c.assign([TopicPartition(s.topics.decisions, p, 0) for p in range(s.partitions)])
+    n, lo, hi = 0, None, None
+    deadline = time.monotonic() + timeout
+    while n < want and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.2):
+            if m.error():
+                continue
+            name, obj = serde.decode(m.value())
+            k = len(obj["event_ids"]) if name == DECISION_BATCH else 1
+            n += k
+            lo = obj["decided_at"] if lo is None else min(lo, obj["decided_at"])
+            hi = obj["decided_at"] if hi is None else max(hi, obj["decided_at"])
+            if on_batch:
+                on_batch(obj, time.time())
+    c.close()
+    return n, lo or 0, hi or 0
+
+
+def _worker_row(s: Settings, serde: AvroSerde, n: int, tmp: Path, workers: int = 1,
+                events: list[dict] | None = None) -> dict:
+    """Throughput of ``workers`` worker processes, from their first to their last decision.
+
+    With ``events`` the topic starts empty: all workers join the group first and
+    the events are produced after (a worker joining a running group would add a
+    rebalance pause to the measurement).
+    """
+    procs = [WorkerProcess(s.model_copy(update={"web_port": free_port()}), tmp / f"{s.topic_namespace}-w{i}.log")
+             for i in range(workers)]
+    samplers = []
+    try:
+        for p in procs:
+            p.start()
+            sampler = ProcCPU(p.pid)
+            sampler.start()
+            samplers.append(sampler)
+        if events is not None:
+            time.sleep(2 * s.session_timeout_seconds)  # let the group settle with every member
+            threading.Thread(target=lambda: _send_all(s, events), daemon=True).start()
+        got, lo, hi = _read_decisions(s, serde, n, timeout=300)
+    finally:
+        for sm in samplers:
+            sm.stop()
+        for p in procs:
+            p.stop()
+    if got < n or hi <= lo:
+        return {"error": f"only {got} of {n} decisions"}
+    span = (hi - lo) / 1000
+    cpu = sum(sm.cpu_between(lo / 1000, hi / 1000) for sm in samplers)
+    return {"rate": got / span, "cpu_us": cpu / got * 1e6, "records": got}
+
+
+def _send_all(s: Settings, events: list[dict]) -> None:
+    with PredictionProducer(s, batch_size=500, validate_events=False, linger_ms=200) as p:
+        p.send_many(events)
+
+
+def _latency(s: Settings, serde: AvroSerde, rate: float, seconds: float, tmp: Path) -> dict:
+    create_topics(s.kafka_bootstrap, s.topics.all(), s.partitions, compacted=s.topics.compacted())
+    worker = WorkerProcess(s, tmp / "latency-worker.log").start()
+    n = int(rate * seconds)
+    events = _events(n, seed=11)
+    lat: list[np.ndarray] = []
+
+    def on_batch(obj, t_recv):
+        em = np.frombuffer(obj["emitted_at"], dtype="<i8")
+        lat.append(t_recv * 1000 - em)
+
+    def send():
+        t0 = time.monotonic()
+        with PredictionProducer(s, validate_events=False) as p:
+            for i in range(0, n, 200):
+                now = int(time.time() * 1000)
+                chunk = events[i:i + 200]
+                for e in chunk:
+                    e["emitted_at"] = now
+                p.send_many(chunk)
+                ahead = (i + 200) / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    th = threading.Thread(target=send, daemon=True)
+    th.start()
+    try:
+        got, _, _ = _read_decisions(s, serde, n, timeout=seconds + 60, on_batch=on_batch)
+    finally:
+        th.join(timeout=30)
+        worker.stop()
+    all_lat = np.concatenate(lat) if lat else np.array([np.nan])
+    return {"rate": rate, "events": got, "p50_ms": float(np.percentile(all_lat, 50)),
+            "p99_ms": float(np.percentile(all_lat, 99))}
+
+
+def _rss(s: Settings, serde: AvroSerde, n: int, tmp: Path) -> dict:
+    create_topics(s.kafka_bootstrap, s.topics.all(), s.partitions, compacted=s.topics.compacted())
+    worker = WorkerProcess(s, tmp / "rss-worker.log").start()
+    sampler = ProcCPU(worker.pid)
+    sampler.start()
+    marks: dict[int, int] = {}
+    counted = {"n": 0}
+
+    def on_batch(obj, t):
+        counted["n"] += len(obj["event_ids"])
+        for mark in (100_000, n):
+            if mark not in marks and counted["n"] >= mark and sampler.samples:
+                marks[mark] = sampler.samples[-1][2]
+
+    def send():
+        with PredictionProducer(s, validate_events=False) as p:
+            for i in range(0, n, 50_000):
+                p.send_many(_events(min(50_000, n - i), seed=100 + i))
+
+    th = threading.Thread(target=send, daemon=True)
+    th.start()
+    try:
+        _read_decisions(s, serde, n, timeout=600, on_batch=on_batch)
+    finally:
+        th.join(timeout=60)
+        sampler.stop()
+        worker.stop()
+    return {f"rss_mb_at_{k}": v / 2**20 for k, v in sorted(marks.items())}
+
+
+def run_bench(args) -> int:
+    n = 50_000 if args.quick else args.events
+    parts = args.partitions
+    out = Path("out/bench")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "tmp"
+    tmp.mkdir(exist_ok=True)
+    serde = AvroSerde(SchemaRegistry.load())
+    rows: dict[str, dict] = {}
+    with EmbeddedBroker(log_path=out / "broker.log") as broker:
+        b = broker.bootstrap
+        print(f"[bench] embedded broker {b}; preparing {n:,} events ...", flush=True)
+        events = _events(n)
+        single = _settings(b, "single", parts, tmp)
+        batched = _settings(b, "batched", parts, tmp)
+        _prefill(single, events, batch_size=1)
+        _prefill(batched, events, batch_size=500)
+        batched_rf = _settings(b, "batchedrf", parts, tmp, agents="route,feedback")
+        _prefill(batched_rf, events, batch_size=500)  # every row reads and writes its own topics
+        plan = [
+            ("aiokafka getmany(5000) + decode [ceiling]", lambda: _child(["-m", "loopline.connectors.bench.peers", "aiokafka", b, single.topics.predictions, str(n), str(parts)])),
+            ("confluent-kafka consume(5000) + decode", lambda: _child(["-m", "loopline.connectors.bench.peers", "confluent", b, single.topics.predictions, str(n), str(parts)])),
+            ("Faust take(2000, 0.2) + decode", lambda: _child(["-m", "loopline.connectors.bench.peers", "faust-take", b, single.topics.predictions, str(n), str(parts)])),
+            ("Quix Streams sdf.update + decode [peer]", lambda: _quix(b, single.topics.predictions, n)),
+            ("naive Faust agent, per event, full work", lambda: _child(["-m", "loopline.connectors.bench.peers", "faust-naive", b, single.topics.predictions, str(min(n, 20_000)), str(parts)])),
+            ("Loopline full path, batched records", lambda: _worker_row(batched, serde, n, tmp)),
+            ("Loopline full path, single-event records", lambda: _worker_row(single, serde, n, tmp)),
+            ("Loopline batched, route + feedback agents in one process",
+             lambda: _worker_row(batched_rf, serde, n, tmp)),
+        ]
+        if not args.quick:
+            live1, live2 = _settings(b, "live1", parts, tmp), _settings(b, "live2", parts, tmp)
+            for st in (live1, live2):
+                create_topics(b, st.topics.all(), parts, compacted=st.topics.compacted())
+            plan.append(("Loopline, batched, produced live, 1 worker",
+                         lambda: _worker_row(live1, serde, n, tmp, workers=1, events=events)))
+            plan.append(("Loopline, batched, produced live, 2 workers",
+                         lambda: _worker_row(live2, serde, n, tmp, workers=2, events=events)))
+        for name, fn in plan:
+            print(f"[bench] {name} ...", flush=True)
+            rows[name] = fn() or {"error": "no result"}
+            r = rows[name]
+            print(f"        {r.get('rate', 0):,.0f}/s" if "rate" in r else f"        {r['error']}", flush=True)
+        full = rows["Loopline full path, batched records"].get("rate")
+        extra = {}
+        if full:
+            print("[bench] latency at 50% of the sustained batched rate ...", flush=True)
+            extra["latency"] = _latency(_settings(b, "latency", parts, tmp), serde, full * 0.5,
+                                        5.0 if args.quick else 10.0, tmp)
+        if not args.quick:
+            print("[bench] worker RSS at 100k and 1M events ...", flush=True)
+            extra["rss"] = _rss(_settings(b, "rss", parts, tmp), serde, 1_000_000, tmp)
+    _print(rows, extra, n)
+    (out / "bench.json").write_text(json.dumps({"events": n, "rows": rows, **extra}, indent=2))
+    return 0
+
+
+def _quix(bootstrap: str, topic: str, n: int) -> dict:
+    py = QUIX_VENV / "bin" / "python"
+    if not py.exists():
+        return {"error": "skipped: create it with `python3 -m venv .venv-quix && .venv-quix/bin/pip install quixstreams fastavro`"}
+    return _child([str(HERE / "quix_decode.py"), bootstrap, topic, str(n),
+                   str(schema_dir() / "prediction_event.avsc")], python=str(py))
+
+
+def _print(rows: dict, extra: dict, n: int) -> None:
+    ceiling = rows["aiokafka getmany(5000) + decode [ceiling]"].get("rate")
+    confl = rows["confluent-kafka consume(5000) + decode"].get("rate")
+    naive = rows["naive Faust agent, per event, full work"].get("rate")
+    print(f"\n{n:,} predictions, embedded broker, 4 partitions\n")
+    print(f"| consumer | predictions/s | CPU µs/prediction | vs aiokafka ceiling | vs confluent ceiling | vs naive Faust |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        if "rate" not in r:
+            print(f"| {name} | {r.get('error', '')} | | | | |")
+            continue
+        rate = r["rate"]
+        fmt = lambda base: f"{rate / base:.2f}x" if base else "n/a"  # noqa: E731
+        print(f"| {name} | {rate:,.0f} | {r['cpu_us']:.1f} | {fmt(ceiling)} | {fmt(confl)} | {fmt(naive)} |")
+    dec_only = rows.get("Faust take(2000, 0.2) + decode", {}).get("rate")
+    full = rows.get("Loopline full path, batched records", {}).get("rate")
+    if dec_only and full:
+        print(f"\nfull path (decode + policy + statistics + outputs) vs the decode-only Faust agent: "
+              f"{full:,.0f} / {dec_only:,.0f} = {full / dec_only:.0%}")
+    if "latency" in extra:
+        lat = extra["latency"]
+        print(f"\nproduce→decision latency at {lat['rate']:,.0f}/s (50% of sustained): "
+              f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms over {lat['events']:,} events")
+    if "rss" in extra:
+        print("worker RSS: " + ", ".join(f"{k.replace('rss_mb_at_', 'after ')} events {v:.0f} MiB"
+                                         for k, v in extra["rss"].items()))

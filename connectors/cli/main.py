@@ -1,0 +1,260 @@
+"""``loopline`` command line. Every failure ends with one sentence and a non-zero exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+def _settings(**overrides):
+    from loopline.streams.settings import Settings
+
+    s = Settings()
+    return s.model_copy(update=overrides) if overrides else s
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> "None":
+    print(f"loopline: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _require_bootstrap(settings) -> None:
+    if not settings.kafka_bootstrap:
+        fail("no Kafka to talk to: set LOOPLINE_KAFKA_BOOTSTRAP=host:port, or use `loopline up` "
+             "to start the embedded broker")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_broker(args) -> int:
+    from loopline.connectors.broker import EmbeddedBroker, create_topics
+    from loopline.processors.errors import BrokerError
+
+    settings = _settings()
+    port = args.port if args.port is not None else settings.broker_port
+    stop = _install_stop_handlers()  # before anything is announced, so an early SIGTERM still stops cleanly
+    try:
+        broker = EmbeddedBroker(settings.broker_host, port).start()
+    except BrokerError as exc:
+        fail(str(exc))
+    try:
+        created = create_topics(broker.bootstrap, settings.topics.all(), settings.partitions,
+                                compacted=settings.topics.compacted())
+        print(f"embedded broker on {broker.bootstrap} ({len(created)} topics created, "
+              f"{settings.partitions} partitions each); log: {broker.log_path}", flush=True)
+        print(f"export LOOPLINE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        while not stop["now"]:
+            time.sleep(0.1)
+    except BrokerError as exc:
+        fail(str(exc))
+    finally:
+        broker.stop()
+        print("embedded broker stopped", flush=True)
+    return 0
+
+
+def _install_stop_handlers() -> dict:
+    stop = {"now": False}
+
+    def handler(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_topics(args) -> int:
+    from loopline.connectors.broker import create_topics
+    from loopline.processors.errors import BrokerError
+
+    settings = _settings()
+    _require_bootstrap(settings)
+    try:
+        created = create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
+                                settings.replication_factor, compacted=settings.topics.compacted())
+    except BrokerError as exc:
+        fail(str(exc))
+    print(f"{len(created)} topics created, {len(settings.topics.all()) - len(created)} existed already")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from loopline.processors.errors import LooplineError
+    from loopline.streams.app import run_worker
+
+    settings = _settings()
+    _require_bootstrap(settings)
+    try:
+        settings.agent_set
+        from loopline.streams.app import build_policy
+        from loopline.streams.drift.extension import check_drift_settings
+
+        build_policy(settings)
+        check_drift_settings(settings)
+    except (ValueError, LooplineError) as exc:
+        fail(str(exc))
+    run_worker(settings)
+    return 0
+
+
+def cmd_up(args) -> int:
+    from loopline.connectors.broker import EmbeddedBroker, create_topics
+    from loopline.processors.errors import BrokerError
+    from loopline.streams.app import run_worker
+
+    settings = _settings()
+    if "LOOPLINE_AGENTS" not in os.environ:  # one process runs everything, including the (single) learner
+        settings = settings.model_copy(update={"agents": "route,feedback,drift,learn"})
+    broker = None
+    if not settings.kafka_bootstrap:
+        try:
+            broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
+        except BrokerError as exc:
+            fail(str(exc))
+        settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    try:
+        create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
+                      settings.replication_factor, compacted=settings.topics.compacted())
+        from loopline.connectors.review.embedded import start_review_server
+
+        review, _ = start_review_server(settings)
+        print(f"Loopline is up. Kafka: {settings.kafka_bootstrap}"
+              f"{' (embedded)' if broker else ''}\n"
+              f"  metrics  http://{settings.web_host}:{settings.web_port}/metrics\n"
+              f"  health   http://{settings.web_host}:{settings.web_port}/healthz  /readyz\n"
+              f"  review   {review.url}  (add reviewers with `loopline reviewers add NAME --role analyst`)\n"
+              f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
+              flush=True)
+        try:
+            run_worker(settings)
+        finally:
+            review.stop()
+    except BrokerError as exc:
+        fail(str(exc))
+    finally:
+        if broker:
+            broker.stop()
+    return 0
+
+
+def cmd_produce(args) -> int:
+    from loopline.connectors.producer import PredictionProducer
+
+    settings = _settings()
+    _require_bootstrap(settings)
+    path = Path(args.file)
+    if not path.is_file():
+        fail(f"{path} does not exist or is not a file")
+    bad = good = 0
+    try:
+        producer = PredictionProducer(settings, batch_size=args.batch_size)
+    except ValueError as exc:
+        fail(str(exc))
+    with producer, path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                print(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})", file=sys.stderr)
+                bad += 1
+                continue
+            try:
+                producer.send(event)
+                good += 1
+            except ValueError as exc:
+                print(f"{path}:{lineno}: {exc}", file=sys.stderr)
+                bad += 1
+    undelivered = producer.failed_events
+    print(f"{good} predictions sent to {settings.topics.predictions}, {bad} lines rejected"
+          f"{f', {undelivered} not delivered' if undelivered else ''}")
+    return EXIT_BAD_INPUT if bad or undelivered else 0
+
+
+def cmd_demo(args) -> int:
+    from loopline.connectors.demo.run import run_demo
+
+    return run_demo(args)
+
+
+def cmd_bench(args) -> int:
+    from loopline.connectors.bench.run import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loopline", description="Human-in-the-loop feedback pipeline for ML models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker and create every topic")
+    b.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: LOOPLINE_BROKER_PORT or free)")
+    b.set_defaults(func=cmd_broker)
+    t = sub.add_parser("topics", help="manage Loopline topics")
+    t.add_argument("action", choices=["create"])
+    t.set_defaults(func=cmd_topics)
+    w = sub.add_parser("worker", help="run a worker against LOOPLINE_KAFKA_BOOTSTRAP")
+    w.set_defaults(func=cmd_worker)
+    u = sub.add_parser("up", help="embedded broker (unless LOOPLINE_KAFKA_BOOTSTRAP is set) + topics + worker")
+    u.set_defaults(func=cmd_up)
+    pr = sub.add_parser("produce", help="send predictions from a JSON-lines file")
+    pr.add_argument("file")
+    pr.add_argument("--batch-size", type=int, default=None, help="predictions per Kafka record (1 = single events)")
+    pr.set_defaults(func=cmd_produce)
+    d = sub.add_parser("demo", help="end-to-end demo on the embedded broker with simulated traffic and reviewers")
+    d.add_argument("--events", type=int, default=200_000)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--duration", type=float, default=None, help="seconds to spread the traffic over")
+    d.add_argument("--out", default="out/demo", help="report folder")
+    d.add_argument("--keep-running", action="store_true", help="leave broker and worker up after the report")
+    d.add_argument("--reviewer-speedup", type=float, default=60.0,
+                   help="simulated reviewers work on a clock this many times faster than the wall clock")
+    d.set_defaults(func=cmd_demo)
+    be = sub.add_parser("bench", help="throughput benchmark on the embedded broker")
+    be.add_argument("--events", type=int, default=200_000)
+    be.add_argument("--partitions", type=int, default=4)
+    be.add_argument("--quick", action="store_true")
+    be.set_defaults(func=cmd_bench)
+    from loopline.connectors.review.cli import add_review_commands
+    from loopline.connectors.cli.drift import add_drift_commands
+    from loopline.connectors.cli.model import add_model_commands
+    from loopline.connectors.cli.policy import add_policy_commands
+
+    add_review_commands(sub)
+    add_policy_commands(sub)
+    add_model_commands(sub)
+    add_drift_commands(sub)
+    return p
+
+
+def settings_error(exc) -> str:
+    """One sentence per invalid LOOPLINE_* variable (pydantic's ValidationError)."""
+    parts = []
+    for err in exc.errors():
+        name = "LOOPLINE_" + "_".join(str(x) for x in err["loc"]).upper()
+        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+    return "invalid setting: " + "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ValidationError as exc:
+        print(f"loopline: {settings_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Kafka's default key partitioner (Java ``murmur2``), so every producer agrees.
+
+Predictions and corrections are keyed by ``event_id``; the feedback join is
+local to a worker only if both land on the same partition number. Java
+clients, aiokafka/Faust and confluent-kafka with ``partitioner=murmur2_random``
+all use this function; :class:`~loopline.connectors.producer.PredictionProducer` uses it
+to decide which partition a batch of predictions goes to.
+
+>>> partition_for(b"event-1", 4) == partition_for(b"event-1", 4)
+True
+>>> murmur2(b"21")  # value from the Java client's test suite
+-973932308
+"""
+from __future__ import annotations
+
+
+def murmur2(data: bytes) -> int:
+    """Java Kafka ``Utils.murmur2`` (signed 32-bit result)."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    n4 = length // 4
+    for i in range(n4):
+        i4 = i * 4
+        k = (data[i4] & 0xFF) | ((data[i4 + 1] & 0xFF) << 8) | ((data[i4 + 2] & 0xFF) << 16) | ((data[i4 + 3] & 0xFF) << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    extra = length % 4
+    tail = n4 * 4
+    if extra == 3:
+        h ^= (data[tail + 2] & 0xFF) << 16
+    if extra >= 2:
+        h ^= (data[tail + 1] & 0xFF) << 8
+    if extra >= 1:
+        h ^= data[tail] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Partition of ``key`` among ``partitions`` (Java: ``toPositive(murmur2(key)) % n``)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

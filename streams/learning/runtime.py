@@ -1,0 +1,234 @@
+"""``LearnerRuntime``: the learner agent's state between Kafka and :class:`loopline.processors.learning.ModelLearner`.
+
+Decodes training records (bad ones → dead letter), learns per model per
+batch, decides when to publish snapshots, restores from the newest ``learner``
+snapshot per model and catches up on the training records after it.
+
+Settings (read with ``getattr(settings, name, default)`` until they are declared):
+see :data:`SETTINGS` (name → (default, description)).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+
+from loopline.processors.errors import DecodeError, UnexpectedTypeError
+from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model, update_key
+from loopline.processors.learning.errors import SnapshotError
+from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
+
+log = logging.getLogger("loopline.learner")
+TRAINING_EXAMPLE = "io.loopline.TrainingExample"
+MODEL_UPDATE = "io.loopline.ModelUpdate"
+
+SETTINGS = {
+    "learn_pipeline": ("logreg", "challenger pipeline: logreg | hoeffding | arf"),
+    "learn_positive_label": ("", "label whose F1 is reported (and the logreg positive class); empty = macro F1"),
+    "learn_metrics_window": (2000, "examples in each rolling quality window"),
+    "learn_publish_interval_seconds": (0.5, "publish challenger + override-risk snapshots at most this often"),
+    "learn_publish_every": (1000, "publish at once after this many newly learned examples"),
+    "learn_state_interval_seconds": (30.0, "publish the full learner state (resume point) this often"),
+    "learn_dedupe_ttl_seconds": (7 * 86400.0, "how long a correction_id is remembered"),
+    "learn_dedupe_max": (200_000, "correction ids remembered at most"),
+    "learn_rate_window_seconds": (60.0, "window of the per-reviewer rate limit and influence cap"),
+    "learn_reviewer_max_per_window": (500, "learned examples per reviewer per window"),
+    "learn_reviewer_max_share": (0.5, "largest share of a window's learned examples one reviewer may have"),
+    "learn_min_reputation": (0.8, "reviewers below this reputation have their labels rejected"),
+    "learn_holdout_share": (0.5, "share of gold items kept out of training for the promotion gate"),
+    "learn_gate_margin": (0.02, "lift the challenger needs over the champion on every tier of the holdout"),
+    "learn_gate_min_examples": (30, "holdout examples a tier needs before the gate can pass"),
+    "learn_gate_metric": ("f1", "gate metric: f1 | accuracy | log_loss"),
+    "learn_gate_max_logloss_increase": (0.1, "the gate also blocks a challenger whose holdout log-loss is this much worse"),
+    "learn_auto_promote": (False, "publish a passing challenger as champion without an operator"),
+    "learn_gold_file": (None, "JSON lines {\"event_id\", \"label\"}: gold items with known labels"),
+}
+
+
+DEV_KEY = "loopline-dev-key-change-me"
+
+
+def warn_dev_key(settings) -> None:
+    """Snapshots signed with the public default key can be forged by anyone: say so once at start."""
+    if settings.snapshot_hmac_key.get_secret_value() == DEV_KEY:
+        log.warning("LOOPLINE_SNAPSHOT_HMAC_KEY is the public default: anyone can forge model snapshots; set a secret")
+
+
+def setting(settings, name: str):
+    return getattr(settings, name, SETTINGS[name][0])
+
+
+def learner_config(settings) -> LearnerConfig:
+    g = lambda n: setting(settings, n)  # noqa: E731
+    return LearnerConfig(
+        pipeline=g("learn_pipeline"), positive_label=g("learn_positive_label") or None,
+        metrics_window=int(g("learn_metrics_window")), dedupe_ttl_ms=int(g("learn_dedupe_ttl_seconds") * 1000),
+        dedupe_max=int(g("learn_dedupe_max")), rate_window_ms=int(g("learn_rate_window_seconds") * 1000),
+        reviewer_max_per_window=int(g("learn_reviewer_max_per_window")),
+        reviewer_max_share=float(g("learn_reviewer_max_share")), min_reputation=float(g("learn_min_reputation")),
+        holdout_share=float(g("learn_holdout_share")), gate_margin=float(g("learn_gate_margin")),
+        gate_min_examples=int(g("learn_gate_min_examples")), gate_metric=g("learn_gate_metric"),
+        gate_max_logloss_increase=float(g("learn_gate_max_logloss_increase")))
+
+
+class LearnerRuntime:
+    def __init__(self, settings, serde, worker_id: str = "") -> None:
+        self.settings = settings
+        self.serde = serde
+        self.worker_id = worker_id
+        self.config = learner_config(settings)
+        self.key = settings.snapshot_hmac_key.get_secret_value().encode()
+        warn_dev_key(settings)
+        self.learners: dict[str, ModelLearner] = {}
+        self.gold: dict[str, str] = {}
+        self.pending = 0  # learned since the last publish
+        self.state_dirty = False  # learned since the last learner-state snapshot
+        self.last_publish = time.monotonic()
+        self.last_state = time.monotonic()
+        self.gate_state: dict[str, bool] = {}
+        self.refused = 0
+        self.restored = False  # set once the start-up restore and catch-up are done
+        gold_file = setting(settings, "learn_gold_file")
+        if gold_file:
+            self.load_gold(gold_file)
+
+    def load_gold(self, path) -> None:
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    self.gold[row["event_id"]] = row["label"]
+        for learner in self.learners.values():
+            for eid, label in self.gold.items():
+                learner.add_gold(eid, label)
+
+    def learner(self, model: str) -> ModelLearner:
+        lr = self.learners.get(model)
+        if lr is None:
+            lr = self.learners[model] = ModelLearner(model, self.config)
+            for eid, label in self.gold.items():
+                lr.add_gold(eid, label)
+        return lr
+
+    # ------------------------------------------------------------------ input
+    def learn_records(self, records: list[InputRecord]):
+        """Learn a batch of raw records: (counts per model, learned reviewed_at per model, dead letters)."""
+        by_model: dict[str, list] = defaultdict(list)
+        dead: list[OutputRecord] = []
+        for rec in records:
+            try:
+                name, obj = self.serde.decode(rec.value)
+                if name != TRAINING_EXAMPLE:
+                    raise UnexpectedTypeError(f"{name} does not belong on {rec.topic}")
+            except DecodeError as exc:
+                dead.append(dead_letter(rec, exc, worker=self.worker_id))
+                continue
+            by_model[obj["model_name"]].append((obj, rec.partition, rec.offset))
+        counts, latencies = {}, {}
+        for model, items in by_model.items():
+            out = self.learner(model).learn_batch(items)
+            counts[model] = out.counts
+            latencies[model] = out.learned_reviewed_at
+            self.pending += out.counts.get("learned", 0)
+            self.state_dirty = self.state_dirty or bool(out.counts.get("learned"))
+        return counts, latencies, dead
+
+    # ----------------------------------------------------------------- output
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        every = int(setting(self.settings, "learn_publish_every"))
+        interval = float(setting(self.settings, "learn_publish_interval_seconds"))
+        return self.pending > 0 and (self.pending >= every or now - self.last_publish >= interval)
+
+    def state_due(self) -> bool:
+        """The learner state (resume point) is older than what was learned, and learning paused or it is stale."""
+        if not self.state_dirty:
+            return False
+        idle = self.pending == 0 and time.monotonic() - self.last_publish >= 1.0
+        return idle or time.monotonic() - self.last_state >= float(setting(self.settings, "learn_state_interval_seconds"))
+
+    def snapshots(self, with_state: bool | None = None, models_only: bool = True) -> list[tuple[OutputRecord, dict]]:
+        """ModelUpdate records for every model: challenger and override_risk (unless ``models_only`` is False
+        and nothing is pending), plus the learner state when due."""
+        now = time.monotonic()
+        if with_state is None:
+            with_state = self.state_due()
+        out = []
+        for model, lr in self.learners.items():
+            if lr.challenger is None:
+                continue
+            metrics = lr.metrics()
+            metrics["newest_reviewed_at_ms"] = float(lr.dedupe._clock)
+            roles = [("challenger", lr.challenger), ("override_risk", lr.risk)] if models_only else []
+            if with_state:
+                roles.append(("learner", lr))
+            for role, obj in roles:
+                version, parent = lr.next_version(role)
+                up = build_update(model, role, version, obj, key=self.key, parent_version=parent,
+                                  examples_seen=lr.examples_seen, trained_through=lr.trained_through(),
+                                  metrics=metrics)
+                out.append((OutputRecord("model_updates", update_key(model, role), self.serde.encode(MODEL_UPDATE, up)),
+                            up))
+            self._gate(model, lr, out)
+        if models_only:
+            self.pending = 0
+            self.last_publish = now
+        if with_state:
+            self.last_state = now
+            self.state_dirty = False
+        return out
+
+    def _gate(self, model: str, lr: ModelLearner, out: list) -> None:
+        passed, reasons = lr.gate.evaluate()
+        if self.gate_state.get(model) != passed:
+            (log.warning if not passed else log.info)("promotion gate for %s: %s (%s)", model,
+                                                      "passed" if passed else "blocked", "; ".join(reasons))
+            self.gate_state[model] = passed
+            if passed and setting(self.settings, "learn_auto_promote"):
+                version, parent = lr.next_version("champion")
+                up = build_update(model, "champion", version, lr.challenger, key=self.key, parent_version=parent,
+                                  examples_seen=lr.examples_seen, trained_through=lr.trained_through(),
+                                  metrics=lr.metrics())
+                out.append((OutputRecord("model_updates", update_key(model, "champion"),
+                                         self.serde.encode(MODEL_UPDATE, up)), up))
+
+    # ---------------------------------------------------------------- restore
+    def restore(self, update_messages) -> None:
+        """Load the newest verified ``learner`` snapshot per model; versions continue after every role's newest."""
+        newest: dict[tuple[str, str], dict] = {}
+        for m in update_messages:
+            try:
+                _, up = self.serde.decode(m.value())
+            except DecodeError:
+                continue
+            k = (up["model_name"], up["role"])
+            if k not in newest or up["version"] > newest[k]["version"]:
+                newest[k] = up
+        for (model, role), up in newest.items():
+            if role != "learner":
+                continue
+            try:
+                lr = load_model(up, self.key)
+            except SnapshotError as exc:
+                self.refused += 1
+                log.error("learner snapshot refused, %s starts from scratch: %s", model, exc)
+                continue
+            self.learners[model] = lr
+        for (model, role), up in newest.items():
+            if model in self.learners:
+                lr = self.learners[model]
+                lr.versions[role] = max(lr.versions.get(role, 0), up["version"])
+
+    def catch_up_starts(self, partitions) -> dict[int, int]:
+        """Offset to re-read each training partition from: after the oldest restored snapshot covering it, else 0."""
+        starts = {}
+        for p in partitions:
+            lasts = [lr.offsets[p][1] for lr in self.learners.values() if p in lr.offsets]
+            starts[p] = min(lasts) + 1 if lasts else 0
+        return starts
+
+    def stats(self) -> dict:
+        return {"restored": self.restored, "models": {m: lr.stats() for m, lr in sorted(self.learners.items())},
+                "pending_examples": self.pending, "snapshots_refused": self.refused,
+                "gold_items": len(self.gold)}

@@ -1,0 +1,248 @@
+"""Calibration, slices and the threshold autopilot inside a worker (hooks, a timer, metrics, stats).
+
+:func:`register_calibration` plugs a :class:`CalibrationRuntime` into a worker:
+
+* an **example hook** (joined ``TrainingExample`` dicts from the feedback agent)
+  feeds :class:`~loopline.processors.quality.reliability.CalibrationTracker` and
+  :class:`~loopline.processors.quality.slices.SliceStats`; each event counts once, with its first
+  labelled answer (a bounded set of recent event ids drops later answers);
+* a **route hook** feeds slice volume and routed share from every routed frame;
+* a **timer** runs :class:`~loopline.processors.quality.autopilot.Autopilot` for every model
+  whose policy section has an enabled ``autopilot`` table; a moved threshold
+  becomes the ``autopilot`` overlay on ``worker.policy``
+  (``set_overlay("autopilot", model, min_confidence=..., evidence=...)``) and is
+  logged with ``worker.log_policy_change`` (a ``PolicyEvent`` with the evidence);
+* Prometheus gauges on ``worker.metrics.registry`` (bounded labels: model,
+  and slice = ``attribute=value`` for at most top_k + 1 values per dimension).
+
+Drift state: ``worker.drift_status`` (dict model -> {"active": bool}) when
+present, else the drift board of ``worker.drift`` (status ``drifting: ...``).
+
+Turning the autopilot off: ``enabled = false`` in ``[models.X.autopilot]`` (or
+remove the table) and apply the policy; the overlay is cleared at the next tick
+and the file's ``min_confidence`` is in force again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from loopline.processors.quality.autopilot import Autopilot
+from loopline.processors.quality.reliability import CalibrationTracker
+from loopline.processors.quality.slices import SliceStats
+
+log = logging.getLogger("loopline.calibration")
+OVERLAY = "autopilot"
+
+
+def _model_section(holder, model: str):
+    base = getattr(holder, "base", None)
+    return None if base is None else base.model(model)
+
+
+def drift_reader(worker) -> Callable[[str], bool]:
+    """``drift_active(model)`` from whatever drift state the worker has (False when none)."""
+    def active(model: str) -> bool:
+        status = getattr(worker, "drift_status", None)
+        if isinstance(status, dict):
+            return bool((status.get(model) or {}).get("active", False))
+        board = getattr(getattr(worker, "drift", None), "board", None)
+        if board is not None:
+            return str(board.status(model)).startswith("drifting")
+        return False
+
+    return active
+
+
+class CalibrationRuntime:
+    """The calibration state of one worker and the autopilot loop; no Faust inside (testable alone)."""
+
+    def __init__(self, holder, registry: CollectorRegistry, drift_active: Callable[[str], bool] = lambda m: False,
+                 window_ms: int | None = None, model_label: Callable[[str], str] = str,
+                 seen_capacity: int = 200_000, autopilot_specs: dict | None = None,
+                 slice_specs: dict | None = None) -> None:
+        self.holder = holder
+        # explicit specs (model -> spec) win over the policy file's; for embedding and tests
+        self._ap_specs = autopilot_specs or {}
+        self._slice_specs = slice_specs or {}
+        self.model_label = model_label
+        specs = [self.spec_for(m) for m in self.configured_models()]
+        minutes = max([s.window_minutes for s in specs if s is not None] or [60.0])
+        self.window_ms = window_ms or int(minutes * 60_000)
+        self.tracker = CalibrationTracker(window_ms=self.window_ms)
+        self.slices = SliceStats(self.slices_for, window_ms=self.window_ms)
+        self.autopilot = Autopilot(self.spec_for, drift_active)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_capacity = seen_capacity
+        self._due: dict[str, float] = {}
+        self.g_ece = Gauge("loopline_calibration_ece",
+                           "Expected calibration error of verified outcomes (recent windows)", ["model"],
+                           registry=registry)
+        self.g_err = Gauge("loopline_auto_error_rate_estimate",
+                           "Estimated error rate of the auto tier at the autopilot's threshold", ["model"],
+                           registry=registry)
+        self.g_budget = Gauge("loopline_auto_error_budget", "Error budget of the auto tier", ["model"],
+                              registry=registry)
+        self.g_thr = Gauge("loopline_autopilot_threshold", "Auto-approval threshold set by the autopilot", ["model"],
+                           registry=registry)
+        self.g_slice = Gauge("loopline_slice_error_rate", "Verified error rate per slice (recent windows)",
+                             ["model", "slice"], registry=registry)
+
+    # ------------------------------------------------------------------ policy
+    def configured_models(self) -> list[str]:
+        base = getattr(self.holder, "base", None)
+        names = set(self._ap_specs) | set(self._slice_specs)
+        return sorted(names if base is None else names | set(base.spec.models))
+
+    def spec_for(self, model: str):
+        if model in self._ap_specs:
+            return self._ap_specs[model]
+        return getattr(_model_section(self.holder, model), "autopilot", None)
+
+    def slices_for(self, model: str):
+        if model in self._slice_specs:
+            return self._slice_specs[model]
+        return getattr(_model_section(self.holder, model), "slices", ()) or ()
+
+    def class_offset(self, model: str, label: str) -> float:
+        """How far ``label``'s own threshold sits above the model's global one in the policy file (0 if none)."""
+        mp = _model_section(self.holder, model)
+        if mp is None:
+            return 0.0
+        return mp.min_confidence_by_class.get(label, mp.min_confidence) - mp.min_confidence
+
+    def threshold(self, model: str) -> float | None:
+        """The autopilot's threshold: its overlay if set, else the policy file's ``min_confidence``."""
+        ov = getattr(self.holder, "overlays", {}).get((OVERLAY, model))
+        if ov is not None and ov.min_confidence is not None:
+            return ov.min_confidence
+        mp = _model_section(self.holder, model)
+        return None if mp is None else mp.min_confidence
+
+    # ------------------------------------------------------------------ hooks
+    def on_examples(self, examples: list[dict]) -> None:
+        """Example hook: first labelled answer per event into calibration and slices."""
+        fresh = []
+        for e in examples:
+            if e.get("effective_label") is None:
+                fresh.append(e)  # counts as an answer for label coverage, not as an outcome
+                continue
+            eid = e["event_id"]
+            if eid in self._seen:
+                continue
+            self._seen[eid] = None
+            if len(self._seen) > self._seen_capacity:
+                self._seen.popitem(last=False)
+            fresh.append(e)
+        if fresh:
+            self.tracker.update_examples(fresh, self.class_offset)
+            self.slices.update_examples(fresh, self.class_offset)
+
+    def on_route(self, result) -> None:
+        """Route hook: slice volume and routed share of every routed frame."""
+        for r in result.routed:
+            self.slices.update_routed(r.frame, r.decisions)
+
+    # ------------------------------------------------------------------ autopilot
+    def autopilot_models(self) -> list[str]:
+        return [m for m in self.configured_models() if self.spec_for(m) is not None]
+
+    async def tick(self, log_change, now_ms: int | None = None, force: bool = False) -> list:
+        """Evaluate every due model; apply and log moved thresholds. Returns the adjustments."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        out = []
+        overlaid = {m for (name, m) in getattr(self.holder, "overlays", {}) if name == OVERLAY}
+        for model in sorted(set(self.autopilot_models()) | overlaid):
+            spec = self.spec_for(model)
+            if spec is None or not spec.enabled:
+                if (OVERLAY, model) in getattr(self.holder, "overlays", {}):
+                    change = self.holder.clear_overlay(OVERLAY, model, now_ms=now_ms)
+                    await log_change(change)
+                continue
+            if not force and now_ms < self._due.get(model, 0):
+                continue
+            self._due[model] = now_ms + spec.interval_seconds * 1000
+            current = self.threshold(model)
+            pooled = self.tracker.cell(model, scope="recent", kind="eligible")
+            fresh = self.tracker.cell(model, scope="current", kind="eligible")
+            adj = self.autopilot.evaluate(model, current, pooled, self.slices.eligible(model), now_ms, fresh)
+            if adj.moved:
+                change = self.holder.set_overlay(OVERLAY, model, min_confidence=adj.new_threshold,
+                                                 evidence=adj.evidence, now_ms=now_ms)
+                await log_change(change)
+            out.append(adj)
+        self.refresh_metrics()
+        return out
+
+    def refresh_metrics(self) -> None:
+        for model in self.tracker.models():
+            ece = self.tracker.ece(model, scope="recent")
+            if ece is not None:
+                self.g_ece.labels(self.model_label(model)).set(ece)
+        for model in self.autopilot_models():
+            label = self.model_label(model)
+            spec = self.spec_for(model)
+            self.g_budget.labels(label).set(spec.error_budget)
+            thr = self.autopilot.thresholds.get(model, self.threshold(model))
+            if thr is not None:
+                self.g_thr.labels(label).set(thr)
+            last = self.autopilot.last.get(model)
+            if last is not None and "estimate" in last.evidence:
+                self.g_err.labels(label).set(last.evidence["estimate"])
+        self.g_slice.clear()  # only the slices reported now: a value that left the top-K loses its series
+        for model in self.slices.models():
+            for dim, rows in self.slices.report(model).items():
+                attr = dim.split(":", 1)[1]
+                for r in rows:
+                    if r["verified_error_rate"] is not None:
+                        self.g_slice.labels(self.model_label(model), f"{attr}={r['slice']}").set(
+                            r["verified_error_rate"])
+
+    def stats(self) -> dict:
+        """The ``calibration`` section of ``GET /stats`` (see :func:`loopline.connectors.cli.policy_status.policy_status`)."""
+        auto = {}
+        for model in self.autopilot_models():
+            spec, mp = self.spec_for(model), _model_section(self.holder, model)
+            auto[model] = {**self.autopilot.status(model), "threshold": self.threshold(model),
+                           "policy_threshold": None if mp is None else mp.min_confidence, "enabled": spec.enabled}
+        return {"calibration": self.tracker.snapshot(), "slices": self.slices.snapshot(), "autopilot": auto,
+                "policy_version": getattr(self.holder, "version", None)}
+
+
+def register_calibration(worker, app) -> CalibrationRuntime:
+    """Attach calibration, slices and the autopilot to ``worker`` (run it where the feedback agent runs)."""
+    rt = CalibrationRuntime(worker.policy, worker.metrics.registry, drift_reader(worker),
+                            model_label=getattr(worker.metrics, "model_label", str))
+    worker.calibration = rt
+    worker.example_hooks.append(rt.on_examples)
+    worker.route_hooks.append(rt.on_route)
+    providers = getattr(worker, "stats_providers", None)
+    if isinstance(providers, dict):
+        providers["calibration"] = rt.stats
+    intervals = [rt.spec_for(m).interval_seconds for m in rt.autopilot_models()]
+    interval = max(1.0, min(intervals or [30.0]))
+
+    async def log_change(change) -> None:
+        logger = getattr(worker, "log_policy_change", None)
+        if change is not None and logger is not None:
+            await logger(change)
+
+    @app.timer(interval=interval)
+    async def run_autopilot() -> None:
+        try:
+            await rt.tick(log_change)
+        except Exception:  # a bug must not stop the worker; the thresholds stay where they are
+            log.exception("autopilot tick failed")
+            worker.metrics.processing_errors.labels("autopilot").inc()
+
+    return rt
+
+
+def calibration_stats(worker) -> dict:
+    """What ``GET /stats`` shows under ``calibration`` (empty when the runtime is not registered)."""
+    rt = getattr(worker, "calibration", None)
+    return {} if rt is None else rt.stats()
