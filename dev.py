@@ -36,7 +36,7 @@ def run(cmd: list[str], **kw) -> None:
 
 
 def ensure_venv(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py runs under any python3 and says why it stops)
         sys.exit(f"dev.py: Loopline needs Python >= 3.11, this is {sys.version.split()[0]}")
     if not PY.exists():
         run([sys.executable, "-m", "venv", str(VENV)])

@@ -41,11 +41,11 @@ from prometheus_client import CollectorRegistry
 
 from loopline.connectors.cli.policy_status import plot_reliability
 from loopline.connectors.simulator import FraudTraffic, StaticProducerModel
+from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.policy.quality_options import AutopilotSpec, SliceSpec
 from loopline.processors.quality.reliability import BinnedOutcomes, ece_reference
+from loopline.processors.routing.router import Routed, RouteResult
 from loopline.processors.wire.frame import frames_from_events
-from loopline.processors.policy.policy import Policy, PolicyHolder
-from loopline.processors.routing.router import RouteResult, Routed
 from loopline.streams.quality import CalibrationRuntime
 
 OUT = Path("out/bench")

@@ -40,8 +40,8 @@ import numpy as np
 
 from loopline.processors.drift import DriftConfig, DriftMonitor
 from loopline.processors.drift.columns import Columns
-from loopline.processors.drift.reference import build_profile
 from loopline.processors.drift.histogram import count_buckets
+from loopline.processors.drift.reference import build_profile
 from loopline.processors.drift.stats import psi
 
 C = 20_000  # change point

@@ -26,11 +26,9 @@ from pathlib import Path
 
 from loopline.connectors.bench.run import _events, _prefill, _settings, _worker_row
 from loopline.connectors.broker import EmbeddedBroker
-from loopline.connectors.processes import WorkerProcess
 from loopline.processors.drift.baseline import BaselineBuilder
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import AvroSerde
-
 
 # name -> (LOOPLINE_AGENTS, pinned reference file, drift agent in this worker)
 CONFIGS = {
@@ -68,13 +66,13 @@ def live(n: int, rounds: int, tmp: Path) -> list[dict]:
 
 def in_process(n: int, repeats: int = 5) -> dict:
     """Router.route alone vs Router.route + drift hook, best of ``repeats``, steady state (layout known)."""
-    from loopline.streams.confluent import build_serde
     from loopline.processors.drift.collector import DriftCollector
     from loopline.processors.drift.monitor import DriftMonitor
-    from loopline.processors.wire.frame import batch_from_events, frames_from_events
-    from loopline.processors.routing.router import InputRecord, Router
-    from loopline.processors.wire.serde import PREDICTION_BATCH
     from loopline.processors.policy.threshold import ThresholdPolicy
+    from loopline.processors.routing.router import InputRecord, Router
+    from loopline.processors.wire.frame import batch_from_events, frames_from_events
+    from loopline.processors.wire.serde import PREDICTION_BATCH
+    from loopline.streams.confluent import build_serde
     from loopline.streams.settings import Settings
 
     settings = Settings()

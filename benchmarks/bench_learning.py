@@ -32,10 +32,10 @@ import numpy as np
 
 from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
-from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.scorer import RiskScorer
+from loopline.processors.wire.frame import frames_from_events
 
 OUT = Path("out/bench")
 KEY = b"bench-key"
@@ -45,9 +45,9 @@ OPEN = dict(reviewer_max_share=1.0, reviewer_max_per_window=10**9)
 def throughput(n: int) -> None:
     from river import linear_model
 
+    from loopline.processors.routing.router import InputRecord
     from loopline.processors.wire.catalogue import SchemaRegistry
     from loopline.processors.wire.serde import AvroSerde
-    from loopline.processors.routing.router import InputRecord
     from loopline.streams.learning.runtime import LearnerRuntime
     from loopline.streams.settings import Settings
 

@@ -22,9 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from loopline.processors.policy.policy import Policy
 from loopline.processors.testing import make_events
 from loopline.processors.wire.frame import frames_from_events
-from loopline.processors.policy.policy import Policy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "policies" / "example.toml"
 

@@ -18,8 +18,8 @@ from io import BytesIO
 from fastavro import schemaless_reader, schemaless_writer
 
 from loopline.processors.testing import make_events
-from loopline.processors.wire.frame import batch_from_events, frame_from_batch
 from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.frame import batch_from_events, frame_from_batch
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 
 

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 from loopline.connectors.bench.run import _events as bench_events
-from loopline.processors.wire.frame import batch_from_events, frame_from_batch
 from loopline.processors.policy.policy import Policy
 from loopline.processors.routing.router import InputRecord, Router
-from loopline.processors.wire.catalogue import SchemaRegistry
-from loopline.processors.wire.serde import PREDICTION_BATCH, AvroSerde
 from loopline.processors.stats.tier_stats import TierStats
+from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.frame import batch_from_events, frame_from_batch
+from loopline.processors.wire.serde import PREDICTION_BATCH, AvroSerde
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "policies" / "example.toml"
 

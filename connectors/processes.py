@@ -53,7 +53,7 @@ class WorkerProcess:
     def base_url(self) -> str:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
-    def start(self, timeout: float = 90.0) -> "WorkerProcess":
+    def start(self, timeout: float = 90.0) -> WorkerProcess:
         self._log = open(self.log_path, "ab" if self.append_log else "wb")
         self.proc = subprocess.Popen(self.argv or [loopline_exe(), "worker"],
                                      env={**settings_env(self.settings), **self.extra_env}, cwd=self.cwd,
@@ -64,17 +64,17 @@ class WorkerProcess:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}: "
                                    f"{self.log_path.read_text(errors='replace')[-3000:]}")
             try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as r:
+                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as r:  # noqa: S310 (our own child's http URL)
                     if r.status == 200:
                         return self
-            except Exception:
+            except Exception:  # noqa: S110 (not ready yet: poll again)
                 pass
             time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"worker not ready within {timeout:.0f}s; log: {self.log_path}")
 
     def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.base_url + path, timeout=5) as r:
+        with urllib.request.urlopen(self.base_url + path, timeout=5) as r:  # noqa: S310 (our own child's http URL)
             return r.read()
 
     @property

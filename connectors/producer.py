@@ -25,17 +25,17 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
 from loopline.processors.errors import ValidationError
+from loopline.processors.routing.validation import validate_prediction
+from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.frame import batch_from_events, signature
 from loopline.processors.wire.partitioning import partition_for
-from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
-from loopline.processors.routing.validation import validate_prediction
 from loopline.streams.confluent import build_serde
 from loopline.streams.settings import Settings
 
@@ -45,7 +45,7 @@ DeliveryCallback = Callable[[Exception | None, int, int], None]  # (error, parti
 def to_millis(value) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return int(value.timestamp() * 1000)
     return value
 
@@ -200,7 +200,7 @@ class PredictionProducer:
         if left:
             self.errors.append(f"{left} records still undelivered at close")
 
-    def __enter__(self) -> "PredictionProducer":
+    def __enter__(self) -> PredictionProducer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -22,9 +22,9 @@ import time
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from loopline.streams.confluent import build_serde
-from loopline.processors.routing.router import InputRecord, Router, dead_letter
 from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.processors.routing.router import InputRecord, Router, dead_letter
+from loopline.streams.confluent import build_serde
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.metrics import WorkerMetrics
 from loopline.streams.settings import Settings

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 
 import faust
 
 from loopline.processors.errors import DecodeError, UnexpectedTypeError
 from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
+from loopline.processors.wire.names import TRAINING_EXAMPLE
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
 
 log = logging.getLogger("loopline.feedback")
-TRAINING_EXAMPLE = "io.loopline.TrainingExample"
 
 
 class OrphanError(UnexpectedTypeError):

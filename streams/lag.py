@@ -67,7 +67,7 @@ class ConsumerLagCollector(Collector):
                 continue
             try:
                 high = consumer.highwater(tp)
-            except Exception:  # revoked between assignment() and here
+            except Exception:  # noqa: S112 (partition revoked between assignment() and here)
                 continue
             if high is None:
                 continue

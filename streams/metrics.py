@@ -8,14 +8,14 @@ observations at once (:class:`BatchHistogram`).
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-OTHER = "__other__"
+from loopline.processors.wire.names import OTHER
 
 
 class BoundedLabels:

@@ -32,9 +32,9 @@ from prometheus_client import Counter
 from loopline.processors.errors import ConfigError
 from loopline.processors.policy.policy import PolicyChange
 from loopline.processors.routing.router import OutputRecord
+from loopline.processors.wire.names import POLICY_EVENT
 
 log = logging.getLogger("loopline.policy")
-POLICY_EVENT = "io.loopline.PolicyEvent"
 
 
 class PolicyRuntime:

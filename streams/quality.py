@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 

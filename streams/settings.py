@@ -10,6 +10,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from loopline.processors.wire.names import DEV_KEY
+from loopline.streams.topics import TopicNames
+
 
 class Settings(BaseSettings):
     """Every knob of a Loopline process. Environment: ``LOOPLINE_<FIELD>``."""
@@ -54,7 +57,7 @@ class Settings(BaseSettings):
     review_max_tasks: int = Field(100_000, ge=1, description="waiting tasks kept by the review server; the least urgent beyond it are dropped")
     review_masked_features: tuple[str, ...] = Field(("country", "account_age_days"), description="feature names masked for reviewers without PII clearance")
     review_session_seconds: float = Field(43200, gt=0, description="login session lifetime")
-    snapshot_hmac_key: SecretStr = Field(SecretStr("loopline-dev-key-change-me"), description="key for model snapshot HMACs")
+    snapshot_hmac_key: SecretStr = Field(SecretStr(DEV_KEY), description="key for model snapshot HMACs")
     # drift detection (the "drift" agent; see README "Drift detection")
     drift_bucket_ms: int = Field(5000, ge=100, description="event-time bucket; a bucket is evaluated once, when the watermark passes it")
     drift_reference_events: int = Field(5000, ge=100, description="first N predictions of a model version form its reference")
@@ -100,7 +103,5 @@ class Settings(BaseSettings):
         return wanted
 
     @property
-    def topics(self) -> "TopicNames":
-        from loopline.streams.topics import TopicNames
-
+    def topics(self) -> TopicNames:
         return TopicNames(self.topic_namespace)

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import faust
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from loopline.processors.wire.partitioning import partition_for
 from loopline.processors.stats.tier_stats import TierStats
+from loopline.processors.wire.partitioning import partition_for
 
 log = logging.getLogger("loopline.stats")
 TABLE = "loopline-tier-stats"

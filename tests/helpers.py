@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def read_topic(bootstrap: str, topic: str, done: Callable[[list], bool], timeout: float = 60.0,

@@ -94,15 +94,16 @@ def run_confluent(bootstrap, topic, n, partitions, serde):
 def run_faust(mode, bootstrap, topic, n, partitions, serde):
     import faust
 
-    from loopline.processors.wire.frame import frames_from_events
-    from loopline.processors.wire.serde import DECISION
-    from loopline.processors.policy.threshold import TIERS, ThresholdPolicy
+    from loopline.processors.policy.threshold import ThresholdPolicy
     from loopline.processors.routing.validation import check_prediction
+    from loopline.processors.wire.frame import frames_from_events
+    from loopline.processors.wire.names import TIERS
+    from loopline.processors.wire.serde import DECISION
 
     app = faust.App(f"bench-{mode}-{time.time_ns()}", broker=f"kafka://{bootstrap}", value_serializer="raw",
                     key_serializer="raw", web_enabled=False, topic_disable_leader=True, store="memory://",
                     broker_session_timeout=6, broker_heartbeat_interval=2, consumer_auto_offset_reset="earliest",
-                    broker_max_poll_records=5000, datadir=f"/tmp/bench-faust-{os.getpid()}")
+                    broker_max_poll_records=5000, datadir=f"/tmp/bench-faust-{os.getpid()}")  # noqa: S108 (a throw-away bench dir)
     src = app.topic(topic, value_type=bytes, key_type=bytes, partitions=partitions)
     out = app.topic(topic + ".naive-decisions", value_type=bytes, key_type=bytes, partitions=partitions)
     m = Meter(n)

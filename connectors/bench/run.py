@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from loopline.processors.testing import make_events
 from loopline.connectors.broker import EmbeddedBroker, create_topics, free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
-from loopline.processors.routing.router import expand_decision_batch
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry, schema_dir
-from loopline.processors.wire.serde import DECISION_BATCH, PREDICTION, AvroSerde
+from loopline.processors.wire.serde import DECISION_BATCH, AvroSerde
 from loopline.streams.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -296,7 +295,7 @@ def _print(rows: dict, extra: dict, n: int) -> None:
     confl = rows["confluent-kafka consume(5000) + decode"].get("rate")
     naive = rows["naive Faust agent, per event, full work"].get("rate")
     print(f"\n{n:,} predictions, embedded broker, 4 partitions\n")
-    print(f"| consumer | predictions/s | CPU µs/prediction | vs aiokafka ceiling | vs confluent ceiling | vs naive Faust |")
+    print("| consumer | predictions/s | CPU µs/prediction | vs aiokafka ceiling | vs confluent ceiling | vs naive Faust |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         if "rate" not in r:

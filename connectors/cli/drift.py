@@ -68,11 +68,11 @@ def build_baseline(settings, topic: str, model: str | None, version: str | None,
     """Read ``topic`` to its current end and return ``(ReferenceProfile, stats)``; raise BaselineFailure."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from loopline.streams.confluent import build_serde
     from loopline.processors.drift.baseline import BaselineBuilder
     from loopline.processors.errors import LooplineError
     from loopline.processors.wire.frame import frame_from_batch, frames_from_events
     from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH
+    from loopline.streams.confluent import build_serde
     from loopline.streams.drift.extension import drift_config
 
     serde = build_serde(settings)

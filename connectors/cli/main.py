@@ -20,7 +20,7 @@ def _settings(**overrides):
     return s.model_copy(update=overrides) if overrides else s
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> "None":
+def fail(message: str, code: int = EXIT_USAGE) -> None:
     print(f"loopline: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -222,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--partitions", type=int, default=4)
     be.add_argument("--quick", action="store_true")
     be.set_defaults(func=cmd_bench)
-    from loopline.connectors.review.cli import add_review_commands
     from loopline.connectors.cli.drift import add_drift_commands
     from loopline.connectors.cli.model import add_model_commands
     from loopline.connectors.cli.policy import add_policy_commands
+    from loopline.connectors.review.cli import add_review_commands
 
     add_review_commands(sub)
     add_policy_commands(sub)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+from loopline.processors.wire.names import MODEL_UPDATE
+
 EXIT_USAGE, EXIT_REFUSED, EXIT_INTEGRITY = 2, 3, 4
-MODEL_UPDATE = "io.loopline.ModelUpdate"
 
 
 class ModelCommandError(Exception):
@@ -79,7 +80,7 @@ class ModelOps:
         for m in msgs:
             try:
                 name, up = self.serde.decode(m.value())
-            except Exception:
+            except Exception:  # noqa: S112 (foreign records on the topic are skipped by design)
                 continue
             if name == MODEL_UPDATE:
                 self.updates.append(up)
@@ -138,7 +139,7 @@ class ModelOps:
 
         up = {**source, "role": "champion", "version": version, "parent_version": parent,
               "metrics": {**source["metrics"], **extra}, "hmac_sha256": sign(source["model_bytes"], self.key),
-              "published_at": int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)}
+              "published_at": int(dt.datetime.now(dt.UTC).timestamp() * 1000)}
         p = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
         errors = []
         p.produce(self.settings.topics.model_updates, key=update_key(up["model_name"], "champion"),
@@ -199,4 +200,4 @@ class ModelOps:
 
 
 def _ts(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

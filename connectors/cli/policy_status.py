@@ -22,7 +22,7 @@ def _num(x, fmt: str = ".3f") -> str:
 def _when(ms) -> str:
     if not ms:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

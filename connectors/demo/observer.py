@@ -14,7 +14,7 @@ import numpy as np
 from loopline.connectors.simulator import FraudTraffic, SimulatedReviewers
 from loopline.processors.routing.router import iter_decisions
 from loopline.processors.wire.catalogue import SchemaRegistry
-from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
+from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from loopline.streams.settings import Settings
 
 TIER_CODE = {"auto": 0, "review": 1, "escalate": 2}

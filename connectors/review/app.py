@@ -250,7 +250,7 @@ class ReviewServer:
     def feed(self) -> TaskFeed | None:
         return self.app.get(FEED)
 
-    def start(self) -> "ReviewServer":
+    def start(self) -> ReviewServer:
         self._thread.start()
 
         async def go() -> None:
@@ -267,7 +267,7 @@ class ReviewServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def __enter__(self) -> "ReviewServer":
+    def __enter__(self) -> ReviewServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

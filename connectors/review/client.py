@@ -82,7 +82,7 @@ class ReviewerClient:
                     continue
                 try:
                     name, task = self._serde.decode(msg.value())
-                except Exception:
+                except Exception:  # noqa: S112 (records that are not review tasks are skipped)
                     continue
                 if name == REVIEW_TASK:
                     self._received[task["task_id"]] = time.time()
@@ -124,7 +124,7 @@ class ReviewerClient:
         self._publisher.close()
         self._consumer.close()
 
-    def __enter__(self) -> "ReviewerClient":
+    def __enter__(self) -> ReviewerClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from loopline.connectors.review.settings import QUEUE_OF_TIER, QUEUES, ReviewSettings
 from loopline.connectors.review.store import ReviewStore

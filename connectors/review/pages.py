@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from html import escape
 
-
 _CSS = """body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:.6em 1em;display:flex;gap:1.5em;align-items:center}
 header a{color:#cfe3ff}main{padding:1em 1.5em;max-width:1100px}

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from loopline.processors.wire.names import DEV_KEY
+
 ANALYST = "analyst"
 ESCALATION = "escalation"
 QUEUES = (ANALYST, ESCALATION)
@@ -27,12 +29,12 @@ class ReviewSettings:
     masked_features: tuple[str, ...] = ("country", "account_age_days")
     policy_file: Path | None = None  # its models' `personal_data` keys are masked too
     session_seconds: float = 12 * 3600.0
-    session_key: bytes = b"loopline-dev-key-change-me"
+    session_key: bytes = DEV_KEY.encode()
     session_timeout_seconds: float = 6.0
     page_size: int = 50
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> "ReviewSettings":
+    def from_settings(cls, settings, **overrides) -> ReviewSettings:
         values = {
             "bootstrap": settings.kafka_bootstrap,
             "namespace": settings.topic_namespace,

@@ -121,7 +121,7 @@ class StaticProducerModel:
         self._check()
         return {**dict(zip(DESIGN_NAMES, self._w.tolist())), "intercept": self._b}
 
-    def fit(self, arrays: FeatureArrays, labels: np.ndarray | None = None) -> "StaticProducerModel":
+    def fit(self, arrays: FeatureArrays, labels: np.ndarray | None = None) -> StaticProducerModel:
         """Fit on ``arrays`` (labels default to ``arrays.labels``: 1 = fraud). Returns self."""
         y = np.asarray(arrays.labels if labels is None else labels, dtype=np.float64)
         x = design_matrix(arrays)

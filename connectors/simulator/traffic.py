@@ -8,8 +8,8 @@ array and the traffic records it in a bounded :class:`GroundTruthStore`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Iterator
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class TrafficArrays:
     def indices(self) -> np.ndarray:
         return np.arange(self.start, self.start + len(self), dtype=np.int64)
 
-    def rows(self, lo: int, hi: int) -> "TrafficArrays":
+    def rows(self, lo: int, hi: int) -> TrafficArrays:
         """Rows ``lo:hi`` (positions relative to this chunk) as views."""
         lo, hi, _ = slice(lo, hi).indices(len(self))
         return TrafficArrays(self.start + lo, *(getattr(self, f.name)[lo:hi] for f in fields(self)[1:]))

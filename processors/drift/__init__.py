@@ -12,10 +12,10 @@ from loopline.processors.drift.board import DriftBoard
 from loopline.processors.drift.collector import DriftCollector
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.coordinator import DriftCoordinator, PartitionWatermarks
+from loopline.processors.drift.histogram import DriftSketch, merge_summaries, summary_from_bytes, summary_to_bytes
 from loopline.processors.drift.monitor import DriftMonitor
 from loopline.processors.drift.policy import DriftPolicy, DriftPolicyBook
 from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, SignalProfile, build_profile
-from loopline.processors.drift.histogram import DriftSketch, merge_summaries, summary_from_bytes, summary_to_bytes
 
 __all__ = ["BaselineBuilder", "DriftBoard", "DriftCollector", "DriftConfig", "DriftCoordinator", "DriftMonitor",
            "DriftPolicy", "DriftPolicyBook", "DriftSketch", "ErrorReference", "PartitionWatermarks",

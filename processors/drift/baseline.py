@@ -22,8 +22,8 @@ import numpy as np
 
 from loopline.processors.drift.columns import Columns, outcome_columns
 from loopline.processors.drift.config import DriftConfig
-from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
 from loopline.processors.drift.histogram import frames_of
+from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
 from loopline.processors.errors import ConfigError
 
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from loopline.processors.drift.columns import Columns, outcome_columns
 from loopline.processors.drift.config import DriftConfig
-from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.drift.histogram import DriftSketch
+from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.wire.frame import PredictionFrame
 
 

@@ -46,11 +46,11 @@ class Columns:
         return len(self.t)
 
     @classmethod
-    def empty(cls) -> "Columns":
+    def empty(cls) -> Columns:
         return cls(np.zeros(0, np.int64), np.zeros(0, object), {})
 
     @classmethod
-    def from_frame(cls, frame: PredictionFrame) -> "Columns":
+    def from_frame(cls, frame: PredictionFrame) -> Columns:
         """The drift-relevant columns of a prediction frame."""
         f: dict[str, np.ndarray] = {}
         for j, name in enumerate(frame.numeric_names):
@@ -63,7 +63,7 @@ class Columns:
         return cls(np.array(frame.emitted_at, dtype=np.int64), np.asarray(frame.event_ids, dtype=object), f)
 
     @classmethod
-    def concat(cls, parts: list["Columns"]) -> "Columns":
+    def concat(cls, parts: list[Columns]) -> Columns:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
@@ -81,18 +81,18 @@ class Columns:
             fields[k] = np.concatenate(cols)
         return cls(np.concatenate([p.t for p in parts]), np.concatenate([p.ids for p in parts]), fields)
 
-    def take(self, idx: np.ndarray) -> "Columns":
+    def take(self, idx: np.ndarray) -> Columns:
         return Columns(self.t[idx], self.ids[idx], {k: v[idx] for k, v in self.fields.items()})
 
     def order(self) -> np.ndarray:
         """Row order by (t, id): the same for any split and order of the input."""
         return np.lexsort((self.ids.astype(str), self.t)) if len(self) else np.zeros(0, np.int64)
 
-    def first(self, n: int) -> "Columns":
+    def first(self, n: int) -> Columns:
         """The ``n`` smallest rows by (t, id), sorted."""
         return self.take(self.order()[:n])
 
-    def split_before(self, watermark_ms: int) -> tuple["Columns", "Columns"]:
+    def split_before(self, watermark_ms: int) -> tuple[Columns, Columns]:
         early = self.t < watermark_ms
         return self.take(np.flatnonzero(early)), self.take(np.flatnonzero(~early))
 
@@ -104,7 +104,7 @@ class Columns:
                 "fields": {k: _pack(v, "<f8", "f8") if _is_float(k) else v.tolist() for k, v in self.fields.items()}}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Columns":
+    def from_json(cls, d: dict) -> Columns:
         """Inverse of :meth:`to_json`; also reads the older form with plain lists (``None`` = missing)."""
         fields = {}
         for k, v in d["fields"].items():

@@ -23,10 +23,15 @@ import math
 import numpy as np
 
 from loopline.processors.drift import stats
-from loopline.processors.drift.thresholds import (Calibration, binomial_llr, calibrate_binomial_cusum,
-                                          calibrate_rank_cusum, calibrate_window)
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.reference import ErrorReference, SignalProfile
+from loopline.processors.drift.thresholds import (
+    Calibration,
+    binomial_llr,
+    calibrate_binomial_cusum,
+    calibrate_rank_cusum,
+    calibrate_window,
+)
 
 # How a window statistic's null level scales with the window size n (reference size m).
 _LAW = {"psi": "var", "js": "var", "chi2": "const", "ks": "sqrt", "wasserstein": "sqrt", "unseen": "share"}

@@ -18,6 +18,7 @@ from loopline.processors.drift.columns import Columns
 from loopline.processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
 from loopline.processors.drift.reference import ErrorReference, ReferenceProfile
 
+
 class Slot:
     """One detector on one signal of one version."""
 

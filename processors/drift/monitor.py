@@ -48,8 +48,8 @@ import numpy as np
 from loopline.processors.drift.columns import Columns
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.evaluation import BucketEvaluation, VersionState
-from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
 from loopline.processors.drift.histogram import DriftSketch, add_counts, count_buckets, count_outcomes
+from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
 from loopline.processors.errors import ConfigError
 
 

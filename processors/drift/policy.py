@@ -124,7 +124,7 @@ class DriftPolicyBook:
             self.policy_for(model)  # validate now, not at the first drift
 
     @classmethod
-    def from_json(cls, text: str | None) -> "DriftPolicyBook":
+    def from_json(cls, text: str | None) -> DriftPolicyBook:
         import json
 
         if not text or not str(text).strip():

@@ -138,7 +138,7 @@ class SignalProfile:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "SignalProfile":
+    def from_json(cls, d: dict) -> SignalProfile:
         return cls(d["name"], d["column"], d["kind"], d["counts"], edges=d.get("edges"),
                    categories=d.get("categories"), known=d.get("known"),
                    unseen_rate=d.get("unseen_rate", 0.0), scale=d.get("scale", 1.0))
@@ -232,7 +232,7 @@ class ReferenceProfile:
                                                           "outcomes_per_bucket": self.error.outcomes_per_bucket}}
 
     @classmethod
-    def from_json(cls, d: dict) -> "ReferenceProfile":
+    def from_json(cls, d: dict) -> ReferenceProfile:
         if d.get("format") != FORMAT:
             raise ConfigError(f"not a drift reference profile (format {d.get('format')!r}, expected {FORMAT!r})")
         err = d.get("error")
@@ -245,7 +245,7 @@ class ReferenceProfile:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "ReferenceProfile":
+    def load(cls, path: str | Path) -> ReferenceProfile:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:

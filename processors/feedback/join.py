@@ -22,8 +22,8 @@ of corrections), ``seen`` (correction_id → expiry). Expiry is driven by
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import MutableMapping
 
 TIER_RANK = {"auto": 0, "review": 1, "escalate": 2}
 

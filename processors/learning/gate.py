@@ -24,8 +24,7 @@ from __future__ import annotations
 import hashlib
 
 from loopline.processors.learning.window import RollingQuality
-
-TIERS = ("auto", "review", "escalate")
+from loopline.processors.wire.names import TIERS
 
 
 def in_holdout(event_id: str, share: float) -> bool:

@@ -55,7 +55,7 @@ class LinearModel:
             self._scaler.learn_one(num)
         self._clf.learn_one(self._transform(x), bool(y), w=w)
 
-    def export(self) -> "LinearExport":
+    def export(self) -> LinearExport:
         weights = dict(self._clf.weights)
         names = sorted(weights)
         sc = self._scaler

@@ -9,13 +9,22 @@ only over the events that would create a task.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from loopline.processors.policy.model import (
-    AUTO, ESCALATE, R_AUDIT, R_DEFERRED, R_NEW_VERSION, R_OVERSAMPLE, REVIEW, ModelPolicy, PolicySpec, fmt_number,
+    AUTO,
+    ESCALATE,
+    R_AUDIT,
+    R_DEFERRED,
+    R_NEW_VERSION,
+    R_OVERSAMPLE,
+    REVIEW,
+    ModelPolicy,
+    PolicySpec,
+    fmt_number,
 )
 from loopline.processors.policy.rules import Columns, rule_mask
 from loopline.processors.policy.state import RoutingState

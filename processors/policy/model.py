@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-from loopline.processors.policy.quality_options import parse_autopilot, parse_slices
 from loopline.processors.errors import ConfigError
+from loopline.processors.policy.quality_options import parse_autopilot, parse_slices
 from loopline.processors.policy.tables import Table as _Table
 from loopline.processors.policy.tables import _show, config_error, fmt_number  # noqa: F401 - re-exported
 
-TIERS = ("auto", "review", "escalate")
 AUTO, REVIEW, ESCALATE = 0, 1, 2
 OPS = (">=", ">", "<=", "<", "==", "!=")
 

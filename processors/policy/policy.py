@@ -61,21 +61,21 @@ from __future__ import annotations
 import hashlib
 import operator
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
 from loopline.processors.errors import ConfigError
-from loopline.processors.wire.frame import PredictionFrame
 from loopline.processors.policy.evaluate import GroupDecisions, apply_budgets, decide_group, uniforms
-from loopline.processors.policy.model import (R_DEFERRED, TIERS, ModelPolicy, PolicySpec, adjust_model, config_error,
-                                     parse_policy)
+from loopline.processors.policy.model import R_DEFERRED, ModelPolicy, PolicySpec, adjust_model, config_error, parse_policy
 from loopline.processors.policy.rules import EventColumns, FrameColumns
 from loopline.processors.policy.state import RoutingState
 from loopline.processors.policy.threshold import FrameDecisions
+from loopline.processors.wire.frame import PredictionFrame
+from loopline.processors.wire.names import TIERS
 
 _get_model, _get_version = operator.itemgetter("model_name"), operator.itemgetter("model_version")
 
@@ -111,12 +111,12 @@ class Policy:
         self._reason_lists: dict[str, list[str]] = {}
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "<string>") -> "Policy":
+    def from_toml(cls, text: str, source: str = "<string>") -> Policy:
         """Parse and validate; raises :class:`ConfigError` naming the bad field."""
         return cls(parse_policy(text, source))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Policy":
+    def from_file(cls, path: str | Path) -> Policy:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -292,7 +292,7 @@ class PolicyHolder:
         self._overlays: dict[tuple[str, str], Overlay] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PolicyHolder":
+    def from_file(cls, path: str | Path) -> PolicyHolder:
         return cls(Policy.from_file(path))
 
     @property

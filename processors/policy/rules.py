@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from loopline.processors.wire.frame import PredictionFrame
 from loopline.processors.policy.model import ContextRule, RiskRule
+from loopline.processors.wire.frame import PredictionFrame
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq,
         "!=": operator.ne}

@@ -8,8 +8,8 @@ model versions.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class ReviewBudget:
         self.refused += 1
         return False
 
-    def carry_from(self, old: "ReviewBudget") -> None:
+    def carry_from(self, old: ReviewBudget) -> None:
         """Continue ``old``'s bucket (tokens clamped to this bucket's burst)."""
         self.tokens = min(old.tokens, float(self.spec.burst))
         self.clock_ms = old.clock_ms
@@ -128,7 +128,7 @@ class RoutingState:
         self.versions = VersionTracker(max_versions)
         self.counters = BudgetCounters()
 
-    def adopt(self, old: "RoutingState") -> None:
+    def adopt(self, old: RoutingState) -> None:
         """Continue ``old``: same version ages and counters, bucket levels for tiers still budgeted."""
         self.versions = old.versions
         self.counters = old.counters

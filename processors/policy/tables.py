@@ -105,10 +105,10 @@ class Table:
             raise self.error(key, f"must be a list of non-empty strings, got {_show(v)}")
         return tuple(v)
 
-    def table(self, key: str) -> "Table":
+    def table(self, key: str) -> Table:
         return Table(self.raw(key, {}), self.at(key), self.source)
 
-    def tables(self, key: str) -> list["Table"]:
+    def tables(self, key: str) -> list[Table]:
         v = self.raw(key, [])
         if not isinstance(v, list):
             raise self.error(key, f"must be a list of tables, got {_show(v)}")

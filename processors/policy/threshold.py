@@ -12,7 +12,6 @@ import numpy as np
 
 from loopline.processors.wire.frame import PredictionFrame
 
-TIERS = ("auto", "review", "escalate")
 AUTO, REVIEW, ESCALATE = 0, 1, 2
 
 
@@ -38,6 +37,7 @@ class ThresholdPolicy:
 
     >>> from loopline.processors.testing import make_events
     >>> from loopline.processors.wire.frame import frames_from_events
+    >>> from loopline.processors.wire.names import TIERS
     >>> evs = make_events(3, start_ms=0)
     >>> for e, c in zip(evs, (0.95, 0.7, 0.1)): e["confidence"] = c
     >>> d = ThresholdPolicy(auto=0.9, escalate=0.6).decide_frame(frames_from_events(evs)[0], now_ms=0)

@@ -42,13 +42,13 @@ bin, so merging two workers' states adds arrays (exact for counts).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from statistics import NormalDist
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from loopline.processors.stats.tier_stats import OTHER_MODEL, _codes, _Granularity
 from loopline.processors.stats.summary import Z95, wilson
+from loopline.processors.stats.tier_stats import OTHER_MODEL, _codes, _Granularity
 
 FIELDS = ("w", "w2", "wy", "w2y", "wc")  # weight, weight^2, weight*correct, weight^2*correct, weight*confidence
 
@@ -74,7 +74,7 @@ class BinnedOutcomes:
 
     @classmethod
     def from_rows(cls, bins: int, b: np.ndarray, correct: np.ndarray, w: np.ndarray, conf: np.ndarray
-                  ) -> "BinnedOutcomes":
+                  ) -> BinnedOutcomes:
         """One cell from per-row bin index, correctness, weight and confidence (one ``bincount`` each)."""
         out = cls(bins)
         y = correct.astype(np.float64)
@@ -84,7 +84,7 @@ class BinnedOutcomes:
             out.sums[i] = np.bincount(b, weights=col, minlength=bins)
         return out
 
-    def add(self, other: "BinnedOutcomes") -> None:
+    def add(self, other: BinnedOutcomes) -> None:
         self.n += other.n
         self.correct += other.correct
         self.sums += other.sums
@@ -93,14 +93,14 @@ class BinnedOutcomes:
         return {"n": self.n.tolist(), "correct": self.correct.tolist(), "sums": self.sums.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "BinnedOutcomes":
+    def from_state(cls, state: dict) -> BinnedOutcomes:
         out = cls(len(state["n"]))
         out.n[:] = state["n"]
         out.correct[:] = state["correct"]
         out.sums[:] = state["sums"]
         return out
 
-    def coarse(self, display_bins: int) -> "BinnedOutcomes":
+    def coarse(self, display_bins: int) -> BinnedOutcomes:
         """The same outcomes in ``display_bins`` bins (``bins`` must be a multiple of it)."""
         k = self.bins // display_bins
         out = BinnedOutcomes(display_bins)
@@ -313,7 +313,7 @@ class CalibrationTracker:
                 "windows": [[w.index, cells(w.cells)] for w in (g.current, g.previous) if w is not None]}
 
     @classmethod
-    def from_state(cls, state: dict) -> "CalibrationTracker":
+    def from_state(cls, state: dict) -> CalibrationTracker:
         t = cls(**state["config"])
 
         def cells(rows: list) -> dict:
@@ -325,7 +325,7 @@ class CalibrationTracker:
         t._gran.restore(state["windows"], cells)
         return t
 
-    def merge(self, other: "CalibrationTracker") -> "CalibrationTracker":
+    def merge(self, other: CalibrationTracker) -> CalibrationTracker:
         """Add ``other`` (same configuration) into this tracker, aligning windows by start time."""
         if (other.bins, other.window_ms) != (self.bins, self.window_ms):
             raise ValueError("cannot merge calibration trackers with different bins or windows")

@@ -29,16 +29,16 @@ then also holds the tracked values beyond ``top_k``). Risk bins are fixed
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from loopline.processors.policy.quality_options import SliceSpec
 from loopline.processors.quality.reliability import BinnedOutcomes, outcome_columns
-from loopline.processors.stats.tier_stats import _Granularity, _Window
 from loopline.processors.stats.summary import wilson
+from loopline.processors.stats.tier_stats import _Granularity, _Window
+from loopline.processors.wire.names import OTHER, TIERS
 
-OTHER = "__other__"
 MISSING = "__missing__"
 VOLUME = ("events", "auto", "review", "escalate", "audited", "answers")
 
@@ -80,7 +80,7 @@ class SliceCell:
         self.outcomes = BinnedOutcomes(bins)
         self.eligible = BinnedOutcomes(bins)
 
-    def add(self, other: "SliceCell") -> None:
+    def add(self, other: SliceCell) -> None:
         self.volume += other.volume
         self.outcomes.add(other.outcomes)
         self.eligible.add(other.eligible)
@@ -90,7 +90,7 @@ class SliceCell:
                 "eligible": self.eligible.to_state()}
 
     @classmethod
-    def from_state(cls, s: dict) -> "SliceCell":
+    def from_state(cls, s: dict) -> SliceCell:
         c = cls(len(s["outcomes"]["n"]))
         c.volume[:] = s["volume"]
         c.outcomes, c.eligible = BinnedOutcomes.from_state(s["outcomes"]), BinnedOutcomes.from_state(s["eligible"])
@@ -108,7 +108,7 @@ class SliceCell:
         human = v["review"] + v["escalate"] + v["audited"]
         ev = v["events"]
         return {
-            "events": ev, "routed_share": {t: (v[t] / ev if ev else None) for t in ("auto", "review", "escalate")},
+            "events": ev, "routed_share": {t: (v[t] / ev if ev else None) for t in TIERS},
             "audited": v["audited"], "answers": v["answers"], "labelled": labelled,
             "verified_error_rate": err, "verified_error_ci95": ci,
             "override_rate": (labelled - int(o.correct.sum())) / labelled if labelled else None,
@@ -326,7 +326,7 @@ class SliceStats:
                 "windows": [[w.index, [[m, d, v, c.to_state()] for (m, d, v), c in sorted(w.cells.items())]]
                             for w in (g.current, g.previous) if w is not None]}
 
-    def merge_state(self, state: dict) -> "SliceStats":
+    def merge_state(self, state: dict) -> SliceStats:
         """Add another worker's :meth:`to_state` (same slice specs): sketches add, windows align by start."""
         for m, d, cap, counts in state["sketches"]:
             sk = self._sketches.setdefault((m, d), SpaceSaving(cap))

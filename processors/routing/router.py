@@ -24,17 +24,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from loopline.processors.errors import DecodeError, LooplineError, TruncatedPayloadError, UnexpectedTypeError
-from loopline.processors.wire.frame import PredictionFrame, batch_from_events, frame_from_batch, signature
+from loopline.processors.policy.threshold import FrameDecisions
 from loopline.processors.routing.frame_checks import invalid_rows
-from loopline.processors.wire.serde import DECISION, DECISION_BATCH, PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
-from loopline.processors.policy.threshold import TIERS, FrameDecisions
 from loopline.processors.routing.validation import check_prediction
+from loopline.processors.wire.frame import PredictionFrame, batch_from_events, frame_from_batch, signature
+from loopline.processors.wire.names import TIERS
+from loopline.processors.wire.serde import DECISION, DECISION_BATCH, PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from loopline.processors.stats.latency import LogBuckets
+from loopline.processors.wire.names import OTHER as OTHER_LABEL
 
 COUNTS = ("events", "audited", "unsampled", "corrections", "answered", "agree", "tp", "fp", "fn", "tn",
           "sla_breached", "ipw_n", "ipw_errors", "zero_propensity", "latency_n")
@@ -43,7 +44,7 @@ SUMS = ("confidence_sum", "propensity_sum", "w_tp", "w_fp", "w_fn", "w_tn", "ipw
         "ipw_w2y", "latency_sum")
 C = {name: i for i, name in enumerate(COUNTS)}
 S = {name: i for i, name in enumerate(SUMS)}
-OTHER_LABEL = "__other__"
+
 Z95 = 1.959963984540054
 
 
@@ -74,7 +75,7 @@ class TierSummary:
         self.latency: np.ndarray | None = None  # allocated with the first outcome
         self.classes: dict[str, int] = {}
 
-    def add(self, other: "TierSummary", max_classes: int) -> None:
+    def add(self, other: TierSummary, max_classes: int) -> None:
         self.counts += other.counts
         self.sums += other.sums
         self.confidence += other.confidence
@@ -95,7 +96,7 @@ class TierSummary:
                 "latency": lat, "classes": dict(self.classes)}
 
     @classmethod
-    def from_state(cls, state: dict, latency_size: int) -> "TierSummary":
+    def from_state(cls, state: dict, latency_size: int) -> TierSummary:
         s = cls(len(state["confidence"]))
         s.counts[:] = state["counts"]
         s.sums[:] = state["sums"]

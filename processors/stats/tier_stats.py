@@ -30,18 +30,18 @@ time, so N workers report the same totals as one worker that saw every event.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from loopline.processors.errors import ConfigError
 from loopline.processors.stats.latency import LogBuckets
 from loopline.processors.stats.summary import C, TierSummary, build_cells
+from loopline.processors.wire.names import OTHER as OTHER_MODEL
+from loopline.processors.wire.names import TIERS
 
-TIERS = ("auto", "review", "escalate")
 _TIER_CODE = {t: i for i, t in enumerate(TIERS)}
 WINDOWS = {"1m": 60_000, "1h": 3_600_000}
-OTHER_MODEL = "__other__"
 
 
 def _codes(values, extra: dict | None = None) -> tuple[np.ndarray, list]:
@@ -100,7 +100,7 @@ class _Granularity:
         if ws:
             self.current, self.previous = ws[0], (ws[1] if len(ws) > 1 else _Window(ws[0].index - 1))
 
-    def merge_from(self, other: "_Granularity", add_cell: Callable[[dict, object, object], None]) -> None:
+    def merge_from(self, other: _Granularity, add_cell: Callable[[dict, object, object], None]) -> None:
         """Add ``other``'s late counts and windows, aligned by start time.
 
         The newer current window of the two becomes current, its predecessor
@@ -307,7 +307,7 @@ class TierStats:
         return (self.windows, self.conf_bins, self.max_classes, self.latency.key())
 
     # ------------------------------------------------------------------ merge, report, state
-    def merge(self, other: "TierStats") -> "TierStats":
+    def merge(self, other: TierStats) -> TierStats:
         """Add ``other``'s statistics into this one (``other`` is not changed); returns self."""
         if other._config() != self._config():
             raise ConfigError("tier statistics with different windows, bins or latency buckets cannot be merged")
@@ -319,7 +319,7 @@ class TierStats:
         return self
 
     @classmethod
-    def merged(cls, parts: Sequence["TierStats"]) -> "TierStats":
+    def merged(cls, parts: Sequence[TierStats]) -> TierStats:
         """A new summary equal to the sum of ``parts`` (which stay unchanged)."""
         first = parts[0]
         out = cls(first.windows, first.conf_bins, first.max_classes, first.max_models, first.latency)
@@ -366,7 +366,7 @@ class TierStats:
                 "models": sorted(self._models), "all_time": cells(self._all), "granularities": grans}
 
     @classmethod
-    def from_state(cls, state: dict) -> "TierStats":
+    def from_state(cls, state: dict) -> TierStats:
         cfg = state["config"]
         st = cls(cfg["windows"], cfg["conf_bins"], cfg["max_classes"], cfg["max_models"], LogBuckets(*cfg["latency"]))
         size = st.latency.size
@@ -391,5 +391,5 @@ class TierStats:
                 total += 0 if s.latency is None else s.latency.nbytes
         return total
 
-    def copy(self) -> "TierStats":
+    def copy(self) -> TierStats:
         return copy.deepcopy(self)

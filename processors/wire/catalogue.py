@@ -18,18 +18,19 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from loopline.processors.errors import SchemaError
+from loopline.processors.wire.names import NAMESPACE
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-NAMESPACE = "io.loopline"
 
 
 def schema_dir() -> Path:
@@ -142,7 +143,7 @@ class SchemaRegistry:
                     self._current[name] = version
 
     @classmethod
-    def load(cls, folder: Path | None = None) -> "SchemaRegistry":
+    def load(cls, folder: Path | None = None) -> SchemaRegistry:
         folder = folder or schema_dir()
         current: dict[str, dict] = {}
         for path in sorted(folder.glob("*.avsc")):

@@ -99,7 +99,7 @@ class PredictionFrame:
         }
         return event
 
-    def take(self, index: np.ndarray) -> "PredictionFrame":
+    def take(self, index: np.ndarray) -> PredictionFrame:
         """A frame holding only the rows in ``index`` (a bool mask or int array)."""
         idx = np.flatnonzero(index) if index.dtype == bool else index
         ids = self.event_ids

@@ -14,8 +14,9 @@ worker turns those into dead-letter records.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from io import BytesIO
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -26,19 +27,26 @@ from loopline.processors.errors import (
     UnknownSchemaError,
 )
 from loopline.processors.wire.catalogue import SchemaRegistry, SchemaVersion
+from loopline.processors.wire.names import (  # noqa: F401 (re-exported: the serde is where callers look)
+    CORRECTION,
+    DECISION,
+    DECISION_BATCH,
+    DRIFT_EVENT,
+    DRIFT_REFERENCE,
+    DRIFT_SUMMARY,
+    MODEL_UPDATE,
+    POLICY_EVENT,
+    PREDICTION,
+    PREDICTION_BATCH,
+    RETRAIN_REQUEST,
+    REVIEW_TASK,
+    TRAINING_EXAMPLE,
+)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 HEADER_LEN = 10
 
-PREDICTION = "io.loopline.PredictionEvent"
-PREDICTION_BATCH = "io.loopline.PredictionBatch"
-CORRECTION = "io.loopline.CorrectionEvent"
-DECISION = "io.loopline.RoutingDecision"
-DECISION_BATCH = "io.loopline.DecisionBatch"
-REVIEW_TASK = "io.loopline.ReviewTask"
-DRIFT_EVENT = "io.loopline.DriftEvent"
-MODEL_UPDATE = "io.loopline.ModelUpdate"
 
 
 class ConfluentFraming(Protocol):

@@ -28,12 +28,13 @@ import faust
 from prometheus_client import Counter, Gauge
 
 from loopline.processors.drift.coordinator import DriftCoordinator
-from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.drift.histogram import summary_from_bytes, summary_to_bytes
+from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.errors import DecodeError, LooplineError, UnexpectedTypeError
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
+from loopline.processors.wire.names import DRIFT_KIND_HEADER as KIND_HEADER
+from loopline.processors.wire.names import DRIFT_REFERENCE, DRIFT_SUMMARY, RETRAIN_REQUEST
 from loopline.processors.wire.serde import DRIFT_EVENT
-from loopline.streams.drift.extension import (DRIFT_REFERENCE, DRIFT_SUMMARY, KIND_HEADER, RETRAIN_REQUEST, drift_setting)
 from loopline.streams.feedback import StrKeys
 
 log = logging.getLogger("loopline.drift")
@@ -94,9 +95,9 @@ class DriftAgent:
         s = worker.settings
         self.worker, self.rt, self.table = worker, rt, table
         self.coordinator = DriftCoordinator(rt.config, rt.policies, expected_partitions=s.partitions,
-                                            idle_ms=int(drift_setting(s, "drift_idle_seconds") * 1000),
+                                            idle_ms=int(s.drift_idle_seconds * 1000),
                                             baselines=rt.references,
-                                            max_models=drift_setting(s, "drift_max_models"))
+                                            max_models=s.drift_max_models)
         self.metrics = DriftMetrics(worker.metrics.registry)
         self._republished: dict[str, float] = {}
         self._partition: dict[str, int] = {}

@@ -28,29 +28,22 @@ import faust
 from loopline.processors.drift.board import DriftBoard
 from loopline.processors.drift.collector import DriftCollector
 from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.histogram import summary_to_bytes
 from loopline.processors.drift.policy import DriftPolicyBook
 from loopline.processors.drift.reference import ReferenceProfile
-from loopline.processors.drift.histogram import summary_to_bytes
 from loopline.processors.errors import ConfigError
 from loopline.processors.routing.router import OutputRecord
+from loopline.processors.wire.names import DRIFT_KIND_HEADER as KIND_HEADER
+from loopline.processors.wire.names import DRIFT_REFERENCE, DRIFT_SUMMARY, RETRAIN_REQUEST  # noqa: F401
 
 log = logging.getLogger("loopline.drift")
-DRIFT_SUMMARY = "io.loopline.DriftSummary"
-DRIFT_REFERENCE = "io.loopline.DriftReference"
-RETRAIN_REQUEST = "io.loopline.RetrainRequest"
-KIND_HEADER = "loopline.drift.kind"
-
-def drift_setting(settings, name: str):
-    """``settings.<name>`` (declared and validated in :class:`loopline.streams.settings.Settings`)."""
-    value = getattr(settings, name)
-    return str(value) if isinstance(value, Path) else value
 
 
 def drift_config(settings) -> DriftConfig:
-    return DriftConfig(bucket_ms=drift_setting(settings, "drift_bucket_ms"),
-                       reference_events=drift_setting(settings, "drift_reference_events"),
-                       reference_outcomes=drift_setting(settings, "drift_reference_outcomes"),
-                       budget_events=drift_setting(settings, "drift_budget_events"))
+    return DriftConfig(bucket_ms=settings.drift_bucket_ms,
+                       reference_events=settings.drift_reference_events,
+                       reference_outcomes=settings.drift_reference_outcomes,
+                       budget_events=settings.drift_budget_events)
 
 
 def load_references(path: str | None) -> list[ReferenceProfile]:
@@ -75,8 +68,8 @@ def check_drift_settings(settings) -> None:
     if "drift" not in settings.agent_set:
         return
     drift_config(settings)
-    DriftPolicyBook.from_json(drift_setting(settings, "drift_policy"))
-    load_references(drift_setting(settings, "drift_reference_file"))
+    DriftPolicyBook.from_json(settings.drift_policy)
+    load_references(settings.drift_reference_file)
     # interval, idle time and model cap are bounded (> 0) by Settings itself
 
 
@@ -99,7 +92,7 @@ class DriftRuntime:
         self.config = config
         self.policies = policies
         self.references = references
-        self.collector = DriftCollector(config, max_models=drift_setting(worker.settings, "drift_max_models"))
+        self.collector = DriftCollector(config, max_models=worker.settings.drift_max_models)
         for model in {p.model_name for p in references}:
             self.collector.set_references(model, [p for p in references if p.model_name == model])
         self.board = DriftBoard(policies)
@@ -151,16 +144,16 @@ def register_drift(worker, app: faust.App) -> None:
 
     s = worker.settings
     names = s.topics
-    book = PolicyFileDriftBook(worker.policy, DriftPolicyBook.from_json(drift_setting(s, "drift_policy")))
+    book = PolicyFileDriftBook(worker.policy, DriftPolicyBook.from_json(s.drift_policy))
     rt = worker.drift = DriftRuntime(worker, drift_config(s), book,
-                                     load_references(drift_setting(s, "drift_reference_file")))
+                                     load_references(s.drift_reference_file))
     kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     worker.t_out["drift_sketches"] = app.topic(names.drift_sketches, **kw)
     worker.t_out["drift"] = app.topic(names.drift, **kw)
     worker.t_out["retrain_requests"] = app.topic(names.retrain_requests, **kw)
     if "dead_letter" not in worker.t_out:
         worker.t_out["dead_letter"] = app.topic(names.dead_letter, **kw)
-    if drift_setting(s, "drift_agent") or "route" not in s.agent_set:
+    if s.drift_agent or "route" not in s.agent_set:
         register_drift_agent(worker, app, rt)
     if "route" not in s.agent_set:
         return
@@ -169,7 +162,7 @@ def register_drift(worker, app: faust.App) -> None:
     worker.insight_providers.append(DriftInsights(rt.board))
     register_drift_reader(worker, app, rt)
 
-    @app.timer(interval=drift_setting(s, "drift_publish_interval_seconds"))
+    @app.timer(interval=s.drift_publish_interval_seconds)
     async def publish_drift_summaries() -> None:
         records = rt.summary_records()
         if records:

@@ -29,10 +29,11 @@ import logging
 
 import faust
 
-from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.drift.histogram import summary_from_bytes
+from loopline.processors.drift.reference import ReferenceProfile
+from loopline.processors.wire.names import DRIFT_KIND_HEADER as KIND_HEADER
+from loopline.processors.wire.names import DRIFT_REFERENCE
 from loopline.processors.wire.serde import DRIFT_EVENT
-from loopline.streams.drift.extension import DRIFT_REFERENCE, KIND_HEADER
 
 log = logging.getLogger("loopline.drift")
 

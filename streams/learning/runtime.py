@@ -18,10 +18,9 @@ from loopline.processors.errors import DecodeError, UnexpectedTypeError
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model, update_key
 from loopline.processors.learning.errors import SnapshotError
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
+from loopline.processors.wire.names import DEV_KEY, MODEL_UPDATE, TRAINING_EXAMPLE
 
 log = logging.getLogger("loopline.learner")
-TRAINING_EXAMPLE = "io.loopline.TrainingExample"
-MODEL_UPDATE = "io.loopline.ModelUpdate"
 
 SETTINGS = {
     "learn_pipeline": ("logreg", "challenger pipeline: logreg | hoeffding | arf"),
@@ -46,7 +45,6 @@ SETTINGS = {
 }
 
 
-DEV_KEY = "loopline-dev-key-change-me"
 
 
 def warn_dev_key(settings) -> None:

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from loopline.processors.testing import make_events
+from loopline.connectors.cli.drift import main
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.drift.reference import ReferenceProfile
-from loopline.connectors.cli.drift import main
+from loopline.processors.testing import make_events
 
 pytestmark = pytest.mark.integration
 

@@ -22,11 +22,11 @@ import uuid
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.connectors.broker import create_topics, free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import AvroSerde
 from tests.helpers import headers_dict, read_topic

@@ -7,9 +7,9 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from loopline.processors.testing import make_events
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.helpers import headers_dict, read_topic

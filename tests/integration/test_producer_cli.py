@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from loopline.processors.testing import make_events
 from loopline.connectors.producer import PredictionProducer
+from loopline.processors.testing import make_events
+from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.frame import events_of_batch
 from loopline.processors.wire.partitioning import partition_for
-from loopline.processors.wire.catalogue import SchemaRegistry
-from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
+from loopline.processors.wire.serde import PREDICTION_BATCH, AvroSerde
 from tests.conftest import settings_env
 from tests.helpers import read_topic
 

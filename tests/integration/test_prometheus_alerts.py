@@ -163,7 +163,7 @@ class Prometheus:
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "Prometheus":
+    def start(self, timeout: float = 30.0) -> Prometheus:
         self._log = open(self.workdir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
             [shutil.which("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",

@@ -22,16 +22,24 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from loopline.connectors.broker import free_port
-from tests.integration.test_prometheus_alerts import (FACTOR, INTERVAL, JOB, MIN_WINDOW, AlertWatch, Prometheus,
-                                                      assert_no_alerts, wait_until)
+from tests.integration.test_prometheus_alerts import (
+    FACTOR,
+    INTERVAL,
+    JOB,
+    MIN_WINDOW,
+    AlertWatch,
+    Prometheus,
+    assert_no_alerts,
+    wait_until,
+)
 from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, run_promtool, scale_rules
 from tests.unit.test_dashboard import instantiated_families, source_families
 
@@ -120,7 +128,7 @@ class Exporter:
             next_at += TICK
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def start(self) -> "Exporter":
+    def start(self) -> Exporter:
         self.tick()
         self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
         self.thread = threading.Thread(target=self._run, daemon=True, name="exporter")
@@ -166,7 +174,7 @@ class Scenario:
     watch: AlertWatch | None = field(default=None, repr=False)
     resolved_s: float | None = None
 
-    def run(self, prom: Prometheus, rules: dict) -> "Scenario":
+    def run(self, prom: Prometheus, rules: dict) -> Scenario:
         self.watch = AlertWatch(prom, self.alert, rules, labels=self.labels)
         self.start()
         self.watch.follow_to_firing(timeout=self.detect_s + self.watch.for_s + 10 * INTERVAL)

@@ -12,11 +12,11 @@ import urllib.request
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.connectors.broker import free_port
 from loopline.connectors.review.app import ReviewServer
 from loopline.connectors.review.service import MASK, add_reviewer
 from loopline.connectors.review.settings import ReviewSettings
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 from tests.helpers import read_topic

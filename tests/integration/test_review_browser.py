@@ -33,7 +33,7 @@ def browser():
         b.close()
 
 
-def test_analyst_corrects_a_label_in_the_browser(browser, start_server, loopline_settings):
+def test_analyst_corrects_a_label_in_the_browser(browser, start_server, loopline_settings):  # noqa: F811 (pytest fixture)
     publish_tasks(loopline_settings, [make_task(0, priority=3), make_task(1, priority=8, label="legit"),
                                       make_task(2, priority=1, label="fraud"), make_task(3, tier="escalate")])
     srv, client = start_server()

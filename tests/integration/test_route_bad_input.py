@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 import random
 import struct
-import time
 from collections import Counter
 
 import pytest
 from confluent_kafka import Producer
 
+from loopline.processors.routing.router import iter_decisions
 from loopline.processors.testing import make_events
+from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.frame import batch_from_events, group_by_signature
 from loopline.processors.wire.partitioning import partition_for
-from loopline.processors.routing.router import iter_decisions
-from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 from tests.helpers import headers_dict, read_topic
 

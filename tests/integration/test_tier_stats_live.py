@@ -16,14 +16,14 @@ import urllib.request
 import pytest
 from confluent_kafka import Producer
 
-from loopline.processors.testing import make_events
 from loopline.connectors.broker import create_topics, free_port
 from loopline.connectors.processes import WorkerProcess, loopline_exe, settings_env
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
+from loopline.processors.stats.tier_stats import TierStats
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
-from loopline.processors.stats.tier_stats import TierStats
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration

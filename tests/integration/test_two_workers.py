@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.connectors.broker import free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import AvroSerde
 from tests.helpers import read_topic

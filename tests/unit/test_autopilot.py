@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from loopline.processors.quality.autopilot import Autopilot
-from loopline.processors.policy.quality_options import AutopilotSpec, parse_autopilot, parse_slices
-from loopline.processors.quality.reliability import BinnedOutcomes, z_one_sided
 from loopline.processors.errors import ConfigError
+from loopline.processors.policy.quality_options import AutopilotSpec, parse_autopilot, parse_slices
+from loopline.processors.quality.autopilot import Autopilot
+from loopline.processors.quality.reliability import BinnedOutcomes, z_one_sided
 
 BINS = 200
 

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from loopline.processors.testing import make_events
 from loopline.connectors.cli.policy_status import plot_reliability, policy_status
-from loopline.processors.policy.quality_options import AutopilotSpec, SliceSpec
-from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.policy.policy import Policy, PolicyHolder
-from loopline.processors.routing.router import RouteResult, Routed
+from loopline.processors.policy.quality_options import AutopilotSpec, SliceSpec
+from loopline.processors.routing.router import Routed, RouteResult
+from loopline.processors.testing import make_events
+from loopline.processors.wire.frame import frames_from_events
 from loopline.streams.quality import CalibrationRuntime, drift_reader
 
 T0 = 1_735_689_600_000

@@ -13,9 +13,9 @@ check can fail.
 from __future__ import annotations
 
 import copy
-import os
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil

@@ -225,10 +225,10 @@ def test_in_flight_names_have_landed():
 
 def test_review_server_exports_past_due_tasks():
     """loopline_review_tasks_past_due counts waiting tasks whose due_by has passed, per queue."""
+    import time
+
     from loopline.connectors.review.service import ReviewMetrics
     from loopline.connectors.review.store import ReviewStore
-
-    import time
 
     now = time.time()
     store = ReviewStore(":memory:")

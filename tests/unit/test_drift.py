@@ -7,12 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from loopline.processors.drift import (BaselineBuilder, DriftConfig, DriftMonitor, DriftPolicy, DriftSketch, ReferenceProfile,
-                              merge_summaries, summary_from_bytes, summary_to_bytes)
-from loopline.processors.drift import stats
-from loopline.processors.drift.thresholds import calibrate_window, upcrossing_threshold
+from loopline.processors.drift import (
+    BaselineBuilder,
+    DriftConfig,
+    DriftMonitor,
+    DriftPolicy,
+    DriftSketch,
+    ReferenceProfile,
+    merge_summaries,
+    stats,
+    summary_from_bytes,
+    summary_to_bytes,
+)
 from loopline.processors.drift.columns import Columns, outcome_from_example
 from loopline.processors.drift.detectors import Hysteresis
+from loopline.processors.drift.thresholds import calibrate_window, upcrossing_threshold
 from loopline.processors.errors import ConfigError
 from loopline.processors.wire.partitioning import partition_for
 

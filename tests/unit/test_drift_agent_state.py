@@ -5,12 +5,12 @@ import types
 
 from prometheus_client import CollectorRegistry
 
-from loopline.processors.testing import make_events
 from loopline.processors.drift.collector import DriftCollector
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.policy import DriftPolicyBook
-from loopline.processors.wire.frame import frames_from_events
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.wire.serde import AvroSerde
 from loopline.streams.drift.agent import RESTART_WINDOW, DriftAgent
 from loopline.streams.settings import Settings

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.processors.drift.board import DriftBoard
 from loopline.processors.drift.collector import DriftCollector
 from loopline.processors.drift.columns import Columns
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.coordinator import DriftCoordinator, PartitionWatermarks
-from loopline.processors.drift.policy import DriftPolicyBook
 from loopline.processors.drift.histogram import summary_from_bytes, summary_to_bytes
+from loopline.processors.drift.policy import DriftPolicyBook
 from loopline.processors.errors import ConfigError
+from loopline.processors.testing import make_events
 from loopline.processors.wire.frame import frames_from_events
 
 CFG = DriftConfig(bucket_ms=1000, reference_events=3000, window_buckets=4, calibration_budgets=10)

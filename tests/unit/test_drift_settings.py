@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.processors.drift.baseline import BaselineBuilder
 from loopline.processors.errors import ConfigError
-from loopline.streams.drift.extension import drift_config, drift_setting, load_references
+from loopline.processors.testing import make_events
+from loopline.streams.drift.extension import drift_config, load_references
 from loopline.streams.settings import Settings
 
 
@@ -18,7 +18,7 @@ def test_drift_settings_from_environment_and_invalid_values_named(monkeypatch):
     monkeypatch.setenv("LOOPLINE_DRIFT_BUCKET_MS", "2000")
     monkeypatch.setenv("LOOPLINE_DRIFT_IDLE_SECONDS", "12.5")
     s = Settings()
-    assert drift_setting(s, "drift_idle_seconds") == 12.5
+    assert s.drift_idle_seconds == 12.5
     assert drift_config(s).bucket_ms == 2000 and drift_config(s).reference_events == 5000
     for bad in ("soon", "0"):
         monkeypatch.setenv("LOOPLINE_DRIFT_BUCKET_MS", bad)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import random
 
-from loopline.processors.testing import make_events
 from loopline.processors.feedback.join import FeedbackJoin, effective_label
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import AvroSerde
 

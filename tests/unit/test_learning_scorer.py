@@ -6,11 +6,11 @@ import pytest
 
 from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
-from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update
 from loopline.processors.learning.features import risk_features
 from loopline.processors.learning.scorer import RiskScorer
 from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.wire.serde import AvroSerde
 
 KEY = b"test-key"

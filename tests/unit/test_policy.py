@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from loopline.processors.errors import ConfigError
-from loopline.processors.wire.frame import frames_from_events
-from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.policy.model import parse_policy
+from loopline.processors.policy.policy import Policy, PolicyHolder
+from loopline.processors.wire.frame import frames_from_events
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000_000

@@ -59,11 +59,10 @@ def test_terminal_keys_are_single_keystrokes_without_enter():
     """On a real terminal (a pty here) one key press is read without waiting for Enter."""
     import io
     import pty
-
-    from loopline.connectors.review.cli import Keys
-
     import threading
     import time
+
+    from loopline.connectors.review.cli import Keys
 
     master, slave = pty.openpty()
 

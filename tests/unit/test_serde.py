@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.processors.errors import BadMagicError, TruncatedPayloadError, UnknownSchemaError
+from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 

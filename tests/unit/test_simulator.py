@@ -17,9 +17,9 @@ from loopline.connectors.simulator import (
     default_reviewers,
 )
 from loopline.connectors.simulator.features import MERCHANTS
+from loopline.processors.routing.validation import validate_prediction
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import PREDICTION, REVIEW_TASK, AvroSerde
-from loopline.processors.routing.validation import validate_prediction
 
 CORRECTION = "io.loopline.CorrectionEvent"
 SERDE = AvroSerde(SchemaRegistry.load())

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.processors.policy.quality_options import SliceSpec
-from loopline.processors.quality.reliability import ece_reference
-from loopline.processors.wire.frame import frames_from_events
-from loopline.processors.quality.slices import MISSING, OTHER, SliceStats, SpaceSaving, sketch_capacity, slice_labels
 from loopline.processors.policy.threshold import ThresholdPolicy
+from loopline.processors.quality.reliability import ece_reference
+from loopline.processors.quality.slices import MISSING, OTHER, SliceStats, SpaceSaving, sketch_capacity, slice_labels
+from loopline.processors.testing import make_events
+from loopline.processors.wire.frame import frames_from_events
 
 T0 = 1_735_689_600_000
 COUNTRY = SliceSpec("country", "context", top_k=3)

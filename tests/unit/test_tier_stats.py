@@ -10,8 +10,8 @@ import pytest
 
 from loopline.processors.errors import ConfigError
 from loopline.processors.stats.latency import LogBuckets
-from loopline.processors.stats.tier_stats import TierStats
 from loopline.processors.stats.summary import wilson
+from loopline.processors.stats.tier_stats import TierStats
 
 T0 = 1_800_000_000_000 - (1_800_000_000_000 % 3_600_000)  # on an hour boundary
 TIERS = ("auto", "review", "escalate")
@@ -370,9 +370,9 @@ def test_latency_quantiles_within_the_documented_bound():
 
 
 def test_frame_and_training_example_adapters():
+    from loopline.processors.policy.policy import Policy
     from loopline.processors.testing import make_events
     from loopline.processors.wire.frame import frames_from_events
-    from loopline.processors.policy.policy import Policy
 
     evs = make_events(500, start_ms=T0)
     (frame,) = frames_from_events(evs)

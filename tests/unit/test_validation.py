@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from loopline.processors.testing import make_events
 from loopline.processors import errors
 from loopline.processors.routing.validation import check_prediction
+from loopline.processors.testing import make_events
 
 NOW = 1_800_000_000_000
 

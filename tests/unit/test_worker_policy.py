@@ -5,13 +5,13 @@ import os
 import subprocess
 from pathlib import Path
 
-from loopline.processors.testing import make_events
 from loopline.connectors.processes import loopline_exe
-from loopline.processors.wire.frame import batch_from_events, frames_from_events
 from loopline.processors.policy.policy import PolicyHolder
-from loopline.processors.routing.router import InputRecord
-from loopline.processors.wire.serde import PREDICTION_BATCH
 from loopline.processors.policy.threshold import ThresholdPolicy
+from loopline.processors.routing.router import InputRecord
+from loopline.processors.testing import make_events
+from loopline.processors.wire.frame import batch_from_events, frames_from_events
+from loopline.processors.wire.serde import PREDICTION_BATCH
 from loopline.streams.app import Worker
 from loopline.streams.settings import Settings
 
