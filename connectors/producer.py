@@ -15,7 +15,7 @@
 
 Example::
 
-    with PredictionProducer(Settings(kafka_bootstrap="127.0.0.1:9092")) as producer:
+    with PredictionProducer(ClientConfig("127.0.0.1:9092")) as producer:
         producer.send({"event_id": "e1", "model_name": "fraud", ...})
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
+from loopline.connectors.client_config import ClientConfig, client_config
 from loopline.processors.errors import ValidationError
 from loopline.processors.routing.validation import validate_prediction
 from loopline.processors.wire.catalogue import SchemaRegistry
@@ -38,6 +39,9 @@ from loopline.processors.wire.partitioning import partition_for
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 from loopline.streams.confluent import build_serde
 from loopline.streams.settings import Settings
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_LINGER_MS = 20
 
 DeliveryCallback = Callable[[Exception | None, int, int], None]  # (error, partition, n_events)
 
@@ -104,37 +108,38 @@ def _first_avro_error(exc: AvroValidationError) -> str:
 class PredictionProducer:
     """Batching, validating, idempotent producer of predictions (see module doc)."""
 
-    def __init__(self, settings: Settings, *, batch_size: int | None = None, linger_ms: int | None = None,
+    def __init__(self, config: ClientConfig | Settings, *, batch_size: int | None = None, linger_ms: int | None = None,
                  serde: AvroSerde | None = None, on_delivery: DeliveryCallback | None = None,
                  producer_config: dict | None = None, validate_events: bool = True) -> None:
         from confluent_kafka import Producer
 
-        if not settings.kafka_bootstrap:
-            raise ValueError("PredictionProducer needs settings.kafka_bootstrap (LOOPLINE_KAFKA_BOOTSTRAP)")
-        self.settings = settings
-        self.topic = settings.topics.predictions
-        self.batch_size = batch_size or settings.producer_batch_size
-        self.linger_s = (settings.producer_linger_ms if linger_ms is None else linger_ms) / 1000.0
+        if isinstance(config, Settings):  # the project's own callers: the settings' producer knobs apply
+            batch_size = batch_size or config.producer_batch_size
+            linger_ms = config.producer_linger_ms if linger_ms is None else linger_ms
+        cfg = self.config = client_config(config)
+        self.topic = cfg.topics.predictions
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        linger_ms = DEFAULT_LINGER_MS if linger_ms is None else linger_ms
+        self.linger_s = linger_ms / 1000.0
         registry = serde.registry if serde else SchemaRegistry.load()
-        self.serde = serde or build_serde(settings, registry)
-        self._validate = PredictionValidator(registry, int(settings.max_clock_skew_seconds * 1000))
+        self.serde = serde or build_serde(cfg, registry)
+        self._validate = PredictionValidator(registry, int(cfg.max_clock_skew_seconds * 1000))
         self.validate_events = validate_events
         self.on_delivery = on_delivery
-        config = {
-            "bootstrap.servers": settings.kafka_bootstrap,
+        config = cfg.kafka_config(**{
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": settings.producer_linger_ms,
+            "linger.ms": linger_ms,
             "partitioner": "murmur2_random",
             "compression.type": "none",
             "queue.buffering.max.messages": 1_000_000,
-        }
+        })
         config.update(producer_config or {})
         self._producer = Producer(config)
         md = self._producer.list_topics(self.topic, timeout=15)
         tmeta = md.topics.get(self.topic)
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
-            raise ValueError(f"topic {self.topic} does not exist on {settings.kafka_bootstrap}: "
+            raise ValueError(f"topic {self.topic} does not exist on {cfg.bootstrap_servers}: "
                              f"create it first (`loopline topics create`)")
         self.partitions = len(tmeta.partitions)
         self._buffers: dict[tuple, list[dict]] = {}

@@ -13,11 +13,12 @@ committed only for records whose outputs are on the broker — at-least-once.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,17 +27,32 @@ from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
 from loopline.streams.confluent import build_serde
 from loopline.streams.lag import register_lag_metrics
+from loopline.streams.learning.metrics import LearningMetrics
 from loopline.streams.metrics import WorkerMetrics
 from loopline.streams.settings import Settings
 
+if TYPE_CHECKING:
+    from loopline.processors.feedback.join import FeedbackJoin
+    from loopline.processors.learning.scorer import RiskScorer
+    from loopline.streams.drift.agent import DriftAgent
+    from loopline.streams.drift.extension import DriftRuntime
+    from loopline.streams.drift.reader import DriftReader
+    from loopline.streams.learning.runtime import LearnerRuntime
+    from loopline.streams.policy import PolicyRuntime
+    from loopline.streams.quality import CalibrationRuntime
+    from loopline.streams.stats import WorkerStats
+
 log = logging.getLogger("loopline.worker")
 
-# Agents beyond "route": name in LOOPLINE_AGENTS -> "module:function(worker, app)" that declares them.
-EXTENSIONS = {
-    "feedback": "loopline.streams.feedback:register_feedback",
-    "drift": "loopline.streams.drift.extension:register_drift",
-    "learn": "loopline.streams.learning.agent:register_learner",
-}
+
+
+def _extensions() -> dict[str, Callable[[LooplineWorker, faust.App], object]]:
+    """Agents beyond "route": name in ``LOOPLINE_AGENTS`` -> the function that declares them on the app."""
+    from loopline.streams.drift.extension import register_drift
+    from loopline.streams.feedback import register_feedback
+    from loopline.streams.learning.agent import register_learner
+
+    return {"feedback": register_feedback, "drift": register_drift, "learn": register_learner}
 
 
 class CompositeInsights:
@@ -100,8 +116,14 @@ def build_policy(settings: Settings) -> PolicyHolder:
     return PolicyHolder(Policy.from_toml(threshold_policy_toml(settings), source="<settings>"))
 
 
-class Worker:
-    """Everything one worker process holds: app, topics, router, metrics, readiness."""
+class LooplineWorker:
+    """Everything one worker process holds: app, topics, router, metrics, readiness.
+
+    Every capability that plugs in is a typed attribute declared here (``None``
+    when this worker does not run it), so extensions read each other through
+    declared names, never through ``getattr``. (Named ``LooplineWorker`` so it is
+    not mistaken for Faust's own ``Worker``, which runs it.)
+    """
 
     def __init__(self, settings: Settings) -> None:
         if not settings.kafka_bootstrap:
@@ -115,13 +137,21 @@ class Worker:
         # route_hooks: called with each RouteResult after its outputs are on the broker.
         # example_hooks: called with each list of joined TrainingExample dicts the feedback agent publishes.
         # insight_providers: objects with insights(event, tier, reason) -> dict merged into ReviewTask.insights.
-        self.route_hooks: list = []
-        self.example_hooks: list = []
-        self.insight_providers: list = []
+        self.route_hooks: list[Callable[[Any], None]] = []
+        self.example_hooks: list[Callable[[list[dict]], None]] = []
+        self.insight_providers: list[Any] = []
         # stats_providers: section name -> callable returning a JSON-able dict, merged into GET /stats.
-        self.stats_providers: dict = {}
-        self.stats = None  # loopline.streams.stats.WorkerStats once the app is built (route or feedback agent)
-        self.policy_runtime = None
+        self.stats_providers: dict[str, Callable[[], dict]] = {}
+        # capabilities, set by their register_* function when this worker runs them
+        self.stats: WorkerStats | None = None
+        self.policy_runtime: PolicyRuntime | None = None
+        self.join: FeedbackJoin | None = None
+        self.drift: DriftRuntime | None = None
+        self.drift_reader: DriftReader | None = None
+        self.drift_agent: DriftAgent | None = None
+        self.learning: LearnerRuntime | None = None
+        self.learning_metrics: LearningMetrics | None = None
+        self.calibration: CalibrationRuntime | None = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
         self.ready = False
@@ -177,10 +207,11 @@ class Worker:
             self.metrics.registry.register(TierCollector(lambda: self.stats, self.metrics.model_label))
         if "route" in agents:
             self._register_agents(app)
-        for name, target in EXTENSIONS.items():
+        if agents & {"route", "learn"}:
+            self.learning_metrics = LearningMetrics.create(self.metrics.registry)
+        for name, register in _extensions().items():
             if name in agents:
-                module, func = target.split(":")
-                getattr(importlib.import_module(module), func)(self, app)
+                register(self, app)
         if "route" in agents:  # the override-risk model from the learning loop, hot-swapped
             from loopline.streams.learning.risk import register_risk_scorer
 
@@ -203,16 +234,17 @@ class Worker:
         return app
 
     @property
-    def risk_scorer(self):
+    def risk_scorer(self) -> RiskScorer | None:
         """The override-risk model the router consults (None until the learning loop publishes one)."""
         return self.router.risk_scorer
 
     @risk_scorer.setter
-    def risk_scorer(self, scorer) -> None:
+    def risk_scorer(self, scorer: RiskScorer | None) -> None:
         self.router.risk_scorer = scorer  # one reference assignment: hot swap between batches
 
-    async def log_policy_change(self, change) -> None:
+    async def log_policy_change(self, change: Any) -> None:
         """Publish a policy change (overlay set/cleared, replacement) as a PolicyEvent."""
+        assert self.policy_runtime is not None  # built with the app
         await self.policy_runtime.log_change(change)
 
     def stats_report(self, state: bool = False) -> dict:
@@ -323,6 +355,13 @@ class Worker:
                 return web.json({"error": f"format must be report or state, got {fmt!r}"}, status=400)
             return web.json(self.stats_report(state=fmt == "state"))
 
+        if self.learning_metrics is not None:
+            from loopline.streams.learning.agent import learning_stats
+
+            @app.page("/learning")
+            async def learning_view(web, request):
+                return web.json(learning_stats(self))
+
         @app.page("/healthz")
         async def healthz(web, request):
             return web.json({"status": "ok", "worker": self.worker_id})
@@ -333,8 +372,12 @@ class Worker:
             return web.json({"ready": ready, "worker": self.worker_id}, status=200 if ready else 503)
 
 
-def create_worker(settings: Settings | None = None) -> Worker:
-    return Worker(settings or Settings())
+#: Kept for code written against 0.1 (see docs/changelog.md); new code says ``LooplineWorker``.
+Worker = LooplineWorker
+
+
+def create_worker(settings: Settings | None = None) -> LooplineWorker:
+    return LooplineWorker(settings or Settings())
 
 
 def run_worker(settings: Settings) -> None:

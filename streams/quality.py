@@ -15,8 +15,7 @@
 * Prometheus gauges on ``worker.metrics.registry`` (bounded labels: model,
   and slice = ``attribute=value`` for at most top_k + 1 values per dimension).
 
-Drift state: ``worker.drift_status`` (dict model -> {"active": bool}) when
-present, else the drift board of ``worker.drift`` (status ``drifting: ...``).
+Drift state: the drift board of ``worker.drift`` (status ``drifting: ...``), read at each tick.
 
 Turning the autopilot off: ``enabled = false`` in ``[models.X.autopilot]`` (or
 remove the table) and apply the policy; the overlay is cleared at the next tick
@@ -47,13 +46,8 @@ def _model_section(holder, model: str):
 def drift_reader(worker) -> Callable[[str], bool]:
     """``drift_active(model)`` from whatever drift state the worker has (False when none)."""
     def active(model: str) -> bool:
-        status = getattr(worker, "drift_status", None)
-        if isinstance(status, dict):
-            return bool((status.get(model) or {}).get("active", False))
-        board = getattr(getattr(worker, "drift", None), "board", None)
-        if board is not None:
-            return str(board.status(model)).startswith("drifting")
-        return False
+        drift = worker.drift  # None until register_drift ran (or when this worker runs no drift)
+        return drift is not None and str(drift.board.status(model)).startswith("drifting")
 
     return active
 
@@ -216,20 +210,17 @@ class CalibrationRuntime:
 def register_calibration(worker, app) -> CalibrationRuntime:
     """Attach calibration, slices and the autopilot to ``worker`` (run it where the feedback agent runs)."""
     rt = CalibrationRuntime(worker.policy, worker.metrics.registry, drift_reader(worker),
-                            model_label=getattr(worker.metrics, "model_label", str))
+                            model_label=worker.metrics.model_label)
     worker.calibration = rt
     worker.example_hooks.append(rt.on_examples)
     worker.route_hooks.append(rt.on_route)
-    providers = getattr(worker, "stats_providers", None)
-    if isinstance(providers, dict):
-        providers["calibration"] = rt.stats
+    worker.stats_providers["calibration"] = rt.stats
     intervals = [rt.spec_for(m).interval_seconds for m in rt.autopilot_models()]
     interval = max(1.0, min(intervals or [30.0]))
 
     async def log_change(change) -> None:
-        logger = getattr(worker, "log_policy_change", None)
-        if change is not None and logger is not None:
-            await logger(change)
+        if change is not None:
+            await worker.log_policy_change(change)
 
     @app.timer(interval=interval)
     async def run_autopilot() -> None:
@@ -244,5 +235,5 @@ def register_calibration(worker, app) -> CalibrationRuntime:
 
 def calibration_stats(worker) -> dict:
     """What ``GET /stats`` shows under ``calibration`` (empty when the runtime is not registered)."""
-    rt = getattr(worker, "calibration", None)
+    rt = worker.calibration
     return {} if rt is None else rt.stats()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 
+from loopline.connectors.client_config import ClientConfig, client_config
 from loopline.connectors.review.feed import CorrectionPublisher, correction_for
 from loopline.connectors.review.service import ACTIONS
 from loopline.connectors.review.settings import ANALYST, QUEUES, ReviewSettings
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import REVIEW_TASK, AvroSerde
+from loopline.streams.settings import Settings
 
 
 class ReviewerClient:
@@ -22,8 +24,9 @@ class ReviewerClient:
 
     Parameters
     ----------
-    settings
-        The project's ``Settings`` (bootstrap, topic namespace).
+    config
+        A :class:`~loopline.connectors.client_config.ClientConfig` (brokers, topic namespace,
+        extra client properties); the worker's ``Settings`` is accepted too.
     reviewer_id
         Who answers; written into every CorrectionEvent.
     queue
@@ -36,10 +39,10 @@ class ReviewerClient:
     --------
     ::
 
+        from loopline.connectors.client_config import ClientConfig
         from loopline.connectors.review.client import ReviewerClient
-        from loopline.streams.settings import Settings
 
-        with ReviewerClient(Settings(), reviewer_id="labelstudio-bridge") as rc:
+        with ReviewerClient(ClientConfig("kafka:9092"), reviewer_id="labelstudio-bridge") as rc:
             for task in rc.poll(timeout=5):
                 answer = my_tool.ask(task["prediction"])          # your annotation tool
                 if answer == task["prediction"]["predicted_label"]:
@@ -49,23 +52,23 @@ class ReviewerClient:
             rc.commit()                                            # these tasks are done
     """
 
-    def __init__(self, settings, reviewer_id: str, queue: str = ANALYST, group_id: str | None = None,
+    def __init__(self, config: ClientConfig | Settings, reviewer_id: str, queue: str = ANALYST, group_id: str | None = None,
                  source: str = "client") -> None:
         from confluent_kafka import Consumer
 
         if queue not in QUEUES:
             raise ValueError(f"queue must be analyst or escalation, not {queue!r}")
-        self.settings = settings
+        cfg = self.config = client_config(config)
         self.reviewer_id = reviewer_id
         self.queue = queue
         self.source = source
-        rs = ReviewSettings.from_settings(settings)
+        rs = ReviewSettings(bootstrap=cfg.bootstrap_servers, namespace=cfg.topic_namespace)
         self.group_id = group_id or f"{rs.namespace}-reviewer-client-{queue}"
         self._serde = AvroSerde(SchemaRegistry.load())
-        self._publisher = CorrectionPublisher(settings.kafka_bootstrap, rs.corrections_topic, self._serde)
-        self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": self.group_id,
-                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                   "session.timeout.ms": int(settings.session_timeout_seconds * 1000)})
+        self._publisher = CorrectionPublisher(cfg.bootstrap_servers, rs.corrections_topic, self._serde)
+        self._consumer = Consumer(cfg.kafka_config(**{
+            "group.id": self.group_id, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": int(cfg.session_timeout_seconds * 1000)}))
         self._consumer.subscribe([rs.topic_of_queue(queue)])
         self._received: dict[str, float] = {}
 

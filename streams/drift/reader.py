@@ -68,9 +68,7 @@ class RoutingActions:
                 continue
             log.warning("drift policy %s for %s: policy %s -> %s", a["action"], a["model_name"],
                         change.old_version, change.new_version)
-            logger = getattr(self.worker, "log_policy_change", None)
-            if logger is not None:
-                await logger(change)
+            await self.worker.log_policy_change(change)
 
 
 class DriftReader:

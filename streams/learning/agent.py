@@ -9,7 +9,7 @@
 * the agent on the training topic: batches via ``take_events``, learns per
   model, dead-letters undecodable records, publishes snapshots when due;
 * a timer that publishes due snapshots when traffic stops;
-* metrics (see :func:`learning_metrics`) and a ``/learning`` JSON page
+* metrics (:class:`~loopline.streams.learning.metrics.LearningMetrics`) and a ``/learning`` JSON page
   (:func:`learning_stats`).
 """
 from __future__ import annotations
@@ -19,46 +19,21 @@ import logging
 import time
 
 import faust
-from prometheus_client import Counter, Gauge, Histogram
 
 from loopline.processors.routing.router import InputRecord
 from loopline.streams.learning.kafka_io import read_to_end
 from loopline.streams.learning.runtime import LearnerRuntime
 
 log = logging.getLogger("loopline.learner")
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
-
-
-def learning_metrics(registry) -> dict:
-    """The learning metrics on ``registry`` (created once per registry; shared by learner and risk scorer)."""
-    existing = getattr(registry, "_loopline_learning", None)
-    if existing is not None:
-        return existing
-    m = {
-        "latency": Histogram("loopline_feedback_to_model_seconds",
-                             "Correction reviewed_at -> learned by the learner (stage=learned) or in use by a "
-                             "route worker (stage=in_use)", ["model", "stage"], buckets=LATENCY_BUCKETS,
-                             registry=registry),
-        "updates": Counter("loopline_model_updates_total", "Model snapshots published (learner) or swapped in "
-                           "(route worker)", ["model", "role"], registry=registry),
-        "f1": Gauge("loopline_online_f1", "Rolling-window F1 on corrected events", ["model", "role"],
-                    registry=registry),
-        "examples": Counter("loopline_learn_examples_total", "Training examples by outcome",
-                            ["model", "outcome"], registry=registry),
-        "refused": Counter("loopline_snapshots_refused_total", "Model snapshots refused (HMAC or format)",
-                           ["reason"], registry=registry),
-    }
-    registry._loopline_learning = m
-    return m
 
 
 def learning_stats(worker) -> dict:
     """JSON-ready learning state of this worker (for GET /stats): learner and/or risk scorer."""
     out: dict = {}
-    rt = getattr(worker, "learning", None)
+    rt = worker.learning
     if rt is not None:
         out["learner"] = rt.stats()
-    scorer = getattr(worker, "risk_scorer", None)
+    scorer = worker.risk_scorer
     if scorer is not None:
         out["risk_scorer"] = {f"{m}/{r}": s.version for (m, r), s in sorted(scorer.slots.items())}
     return out
@@ -68,7 +43,8 @@ def register_learner(worker, app: faust.App) -> None:
     s = worker.settings
     names = s.topics
     rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id)
-    metrics = learning_metrics(worker.metrics.registry)
+    metrics = worker.learning_metrics
+    assert metrics is not None  # built by the worker for every learn or route agent
     kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.training, **kw)
     worker.t_out["model_updates"] = app.topic(names.model_updates, **kw)
@@ -85,20 +61,20 @@ def register_learner(worker, app: faust.App) -> None:
                 return
             await worker.publish([rec for rec, _ in snaps])
             for _, up in snaps:
-                metrics["updates"].labels(up["model_name"], up["role"]).inc()
+                metrics.updates.labels(up["model_name"], up["role"]).inc()
             for model, lr in rt.learners.items():
                 for role in ("champion", "challenger"):
                     f1 = lr.online_f1(role)
                     if f1 is not None:
-                        metrics["f1"].labels(model, role).set(f1)
+                        metrics.f1.labels(model, role).set(f1)
 
     def account(counts, latencies) -> None:
         now = time.time()
         for model, c in counts.items():
             for outcome, n in c.items():
-                metrics["examples"].labels(model, outcome).inc(n)
+                metrics.examples.labels(model, outcome).inc(n)
         for model, stamps in latencies.items():
-            h = metrics["latency"].labels(model, "learned")
+            h = metrics.latency.labels(model, "learned")
             for ts in stamps:
                 h.observe(max(now - ts / 1000.0, 0.0))
 
@@ -149,15 +125,3 @@ def register_learner(worker, app: faust.App) -> None:
         if ready.is_set():
             await publish_due(force=True)
 
-    ensure_learning_page(worker, app)
-
-
-def ensure_learning_page(worker, app: faust.App) -> None:
-    """Serve ``GET /learning`` (:func:`learning_stats`) once per worker, whoever registers first."""
-    if getattr(worker, "_learning_page", False):
-        return
-    worker._learning_page = True
-
-    @app.page("/learning")
-    async def learning_view(web, request):
-        return web.json(learning_stats(worker))

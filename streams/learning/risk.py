@@ -20,7 +20,6 @@ import faust
 from loopline.processors.errors import DecodeError
 from loopline.processors.learning.scorer import RiskScorer
 from loopline.processors.routing.router import InputRecord, dead_letter
-from loopline.streams.learning.agent import ensure_learning_page, learning_metrics
 from loopline.streams.learning.kafka_io import UpdateTail
 from loopline.streams.learning.runtime import warn_dev_key
 
@@ -33,8 +32,8 @@ def register_risk_scorer(worker, app: faust.App) -> None:
     warn_dev_key(s)
     scorer = worker.risk_scorer = RiskScorer(s.snapshot_hmac_key.get_secret_value().encode())
     worker.insight_providers.append(scorer)
-    metrics = learning_metrics(worker.metrics.registry)
-    ensure_learning_page(worker, app)
+    metrics = worker.learning_metrics
+    assert metrics is not None  # built by the worker for every route agent
 
     def apply(messages) -> list:
         """Swap in what verifies; return dead letters for what does not."""
@@ -47,14 +46,14 @@ def register_risk_scorer(worker, app: faust.App) -> None:
                 swapped = scorer.accept(up)
             except DecodeError as exc:  # SnapshotError is a DecodeError: HMAC mismatch, unknown format
                 log.error("model snapshot refused at %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
-                metrics["refused"].labels(getattr(exc, "error_class", "decode")).inc()
+                metrics.refused.labels(getattr(exc, "error_class", "decode")).inc()
                 dead.append(dead_letter(rec, exc, worker=worker.worker_id))
                 continue
             if swapped:
-                metrics["updates"].labels(up["model_name"], up["role"]).inc()
+                metrics.updates.labels(up["model_name"], up["role"]).inc()
                 newest = (up.get("metrics") or {}).get("newest_reviewed_at_ms")
                 if up["role"] == "override_risk" and newest:
-                    metrics["latency"].labels(up["model_name"], "in_use").observe(max(now - newest / 1000.0, 0.0))
+                    metrics.latency.labels(up["model_name"], "in_use").observe(max(now - newest / 1000.0, 0.0))
         return dead
 
     @app.task

@@ -135,3 +135,19 @@ def test_broker_cli_port_taken_and_clean_stop(kafka_bootstrap, tmp_path):
         if proc.poll() is None:  # a failed assertion must not leave a broker behind
             proc.terminate()
             proc.wait(30)
+
+
+def test_clients_need_only_a_client_config(loopline_settings):
+    """A producer service and a reviewer tool configure brokers + namespace, not the worker's Settings."""
+    from loopline.connectors.client_config import ClientConfig
+    from loopline.connectors.review.client import ReviewerClient
+
+    s = loopline_settings
+    cfg = ClientConfig(s.kafka_bootstrap, topic_namespace=s.topic_namespace)
+    with PredictionProducer(cfg, batch_size=10) as prod:
+        prod.send_many(make_events(25))
+    assert prod.failed_events == 0 and prod.delivered_events == 25
+    assert len(_events_on_topic(s, 25)) == 25
+    with ReviewerClient(cfg, reviewer_id="bridge") as rc:
+        assert rc.poll(timeout=0.5) == []  # no tasks: nothing routed in this namespace
+        assert rc.group_id == f"{s.topic_namespace}-reviewer-client-analyst"

@@ -66,12 +66,12 @@ class Exporter:
     metric updates the way the real code paths do (counters grow, gauges are set)."""
 
     def __init__(self) -> None:
-        from loopline.streams.learning.agent import learning_metrics
+        from loopline.streams.learning.metrics import LearningMetrics
         from loopline.streams.metrics import WorkerMetrics
 
         r = self.registry = CollectorRegistry()
         self.worker = WorkerMetrics(r)
-        self.latency = learning_metrics(r)["latency"]
+        self.latency = LearningMetrics.create(r).latency
         self.lag = Gauge("loopline_consumer_lag", "lag", ["topic", "partition"], registry=r)
         self.committed = Gauge("loopline_committed_offset", "committed", ["topic", "partition"], registry=r)
         self.depth = Gauge("loopline_review_queue_depth", "waiting", ["tier"], registry=r)

@@ -110,8 +110,15 @@ def test_disabling_clears_the_overlay_and_logs_it():
 def test_drift_blocks_loosening_and_tightens():
     holder = PolicyHolder(Policy.from_toml(POLICY))
 
-    class W:  # the worker attribute the drift agent publishes
-        drift_status = {"fraud": {"active": True}}
+    class Board:  # the drift board of a worker whose drift agent saw fraud drift
+        def status(self, model):
+            return "drifting: amount (psi 0.31 > 0.20)" if model == "fraud" else "stable"
+
+    class Drift:
+        board = Board()
+
+    class W:
+        drift = Drift()
 
     rt = runtime(holder, CollectorRegistry(), drift_active=drift_reader(W()))
     _, examples = traffic(holder)

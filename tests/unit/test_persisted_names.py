@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from loopline.streams.app import Worker
+from loopline.streams.app import LooplineWorker
 from loopline.streams.settings import Settings
 from loopline.streams.topics import TopicNames
 
@@ -25,7 +25,7 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 @pytest.fixture(scope="module")
 def full_worker():
     # building the app declares topics, tables and agents; nothing connects to the broker
-    return Worker(Settings(kafka_bootstrap="127.0.0.1:1", agents="route,feedback,drift,learn"))
+    return LooplineWorker(Settings(kafka_bootstrap="127.0.0.1:1", agents="route,feedback,drift,learn"))
 
 
 def test_app_id_and_topics():

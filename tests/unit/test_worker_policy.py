@@ -12,14 +12,14 @@ from loopline.processors.routing.router import InputRecord
 from loopline.processors.testing import make_events
 from loopline.processors.wire.frame import batch_from_events, frames_from_events
 from loopline.processors.wire.serde import PREDICTION_BATCH
-from loopline.streams.app import Worker
+from loopline.streams.app import LooplineWorker
 from loopline.streams.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "example.toml"
 
 
 def test_worker_uses_policy_file(tmp_path):
-    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", policy_file=EXAMPLE, data_dir=tmp_path, agents="route"))
+    w = LooplineWorker(Settings(kafka_bootstrap="127.0.0.1:1", policy_file=EXAMPLE, data_dir=tmp_path, agents="route"))
     assert isinstance(w.policy, PolicyHolder)
     events = make_events(200, start_ms=1_800_000_000_000 - 1000)
     res = w.router.route([InputRecord(w.serde.encode(PREDICTION_BATCH, batch_from_events(events)), "p", 0, 0)],
@@ -30,7 +30,7 @@ def test_worker_uses_policy_file(tmp_path):
 
 def test_default_policy_decides_like_the_threshold_policy(tmp_path):
     """Without a policy file the worker's policy is a replaceable PolicyHolder equal to the two thresholds."""
-    w = Worker(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, auto_confidence_threshold=0.8,
+    w = LooplineWorker(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, auto_confidence_threshold=0.8,
                         escalate_confidence_threshold=0.4))
     assert isinstance(w.policy, PolicyHolder) and w.policy.version == "threshold-v1"
     events = make_events(2000, start_ms=0)
