@@ -68,6 +68,14 @@ def cmd_policy_check(args) -> int:
     return EXIT_OK
 
 
+def cmd_policy_example(args) -> int:
+    """Print a policy file shipped with the package (a starting point: ``loopline policy example > policy.toml``)."""
+    from importlib import resources
+
+    sys.stdout.write((resources.files("loopline.policies") / f"{args.name}.toml").read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 def cmd_policy_apply(args) -> int:
     text = _read_policy(args.file).encode()
     code = EXIT_OK
@@ -167,6 +175,10 @@ def add_policy_commands(sub) -> None:
     c = ps.add_parser("check", help="validate a policy file (exit 2 with the bad field)")
     c.add_argument("file")
     c.set_defaults(func=cmd_policy_check)
+    e = ps.add_parser("example", help="print a policy file shipped with Loopline (every option, commented)")
+    e.add_argument("name", nargs="?", default="example", choices=["example", "demo"],
+                   help="example: every option documented; demo: the policy the demo runs")
+    e.set_defaults(func=cmd_policy_example)
     a = ps.add_parser("apply", help="validate FILE, then make it the policy of each worker")
     a.add_argument("file")
     a.add_argument("--worker", action="append", help=worker_help)
