@@ -46,13 +46,14 @@ REVIEW_SERVER_DERIVED: tuple[tuple[str, str], ...] = (
     ("page_size", "fixed: 50 tasks per queue page"),
 )
 
-#: Sections of the page, in page order: (title, field-name prefix). A field
-#: lands in the section whose prefix it starts with; "" catches the rest.
-SECTIONS: tuple[tuple[str, str], ...] = (
-    ("Worker, broker and routing", ""),
-    ("Review server (see [reviewing.md](reviewing.md))", "review_"),
-    ("Drift detection (see [drift.md](drift.md))", "drift_"),
-    ("Online learning (see [learning.md](learning.md))", "learn_"),
+#: Sections of the page, in page order: (title, field-name prefix, page that
+#: explains them). A field lands in the section whose prefix it starts with;
+#: "" catches the rest.
+SECTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Worker, broker and routing", "", "architecture-and-wire-format.md"),
+    ("Review server", "review_", "reviewing.md"),
+    ("Drift detection", "drift_", "drift.md"),
+    ("Online learning", "learn_", "learning.md"),
 )
 
 _HEADER = """\
@@ -139,21 +140,21 @@ def _cell(text: str) -> str:
 
 
 def _section_of(name: str) -> str:
-    for title, prefix in SECTIONS:
+    for title, prefix, _page in SECTIONS:
         if prefix and name.startswith(prefix):
             return title
-    return next(title for title, prefix in SECTIONS if not prefix)
+    return next(title for title, prefix, _page in SECTIONS if not prefix)
 
 
 def render_markdown() -> str:
     """The whole docs/configuration.md page (ends with one newline)."""
     fields = Settings.model_fields
     lines = [_HEADER]
-    for title, _prefix in SECTIONS:
+    for title, _prefix, page in SECTIONS:
         names = [n for n in fields if _section_of(n) == title]
         if not names:
             continue
-        lines += [f"## {title}", "", "| variable | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+        lines += [f"## {title}", "", f"Explained in [{page}]({page}).", "", "| variable | type | default | bounds | meaning |", "|---|---|---|---|---|"]
         for name in names:
             info = fields[name]
             lines.append(
