@@ -7,7 +7,7 @@ ops/prometheus/alerts.yml whose time constants are divided by ``FACTOR``
 (``/api/v1/alerts``) the test checks, for each scenario, that the alert goes pending
 then firing within the expected number of evaluation intervals, and resolves after the
 cause ends; nothing fires while the pipeline is healthy. The measured delays are printed
-(``pytest -s``) and listed in the README.
+(``pytest -s``) and listed in docs/operations.md.
 
 Scenarios: dead-letter share (a feeder mixes undecodable records into the simulator's
 predictions), worker down (the worker is stopped, then started again), and the

@@ -19,7 +19,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "ops" / "prometheus" / "alerts.yml"
 RULE_TESTS = sorted((REPO / "ops" / "prometheus" / "tests").glob("*.yml"))
-RUNBOOK_DOCS = (REPO / "README.md",)
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+PROMETHEUS_CONFIG = REPO / "ops" / "prometheus" / "prometheus.yml"
+DEFAULT_RUNBOOK_BASE = "https://github.com/loopline-dev/loopline/blob/main/docs"
+# Absolute link from the external label ``runbook_base`` (the upstream docs when unset).
+RUNBOOK_URL = ("{{ with $externalLabels.runbook_base }}{{ . }}{{ else }}" + DEFAULT_RUNBOOK_BASE
+               + "{{ end }}/runbooks.md#runbook-%s")
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
 
@@ -109,18 +114,42 @@ def test_promtool_unit_tests_pass():
 
 
 def test_every_alert_has_summary_description_and_a_runbook_anchor():
-    docs = "\n".join(p.read_text(encoding="utf-8") for p in RUNBOOK_DOCS if p.exists())
-    anchors = set(re.findall(r'<a id="([^"]+)"', docs))
+    anchors = set(re.findall(r'<a id="([^"]+)"', RUNBOOKS.read_text(encoding="utf-8")))
     rules = alert_rules(load_rules())
     assert len(rules) >= 9
     for rule in rules:
         ann = rule.get("annotations") or {}
         for key in ("summary", "description", "runbook_url"):
             assert ann.get(key), f"{rule['alert']}: no {key}"
-        target = ann["runbook_url"].split("#", 1)
-        assert len(target) == 2 and target[0] == "README.md", f"{rule['alert']}: runbook_url {ann['runbook_url']}"
-        assert target[1] in anchors, f"{rule['alert']}: no <a id=\"{target[1]}\"> in the README or metrics fragment"
+        assert ann["runbook_url"] == RUNBOOK_URL % rule["alert"].lower(), \
+            f"{rule['alert']}: runbook_url must be built from $externalLabels.runbook_base: {ann['runbook_url']}"
+        anchor = ann["runbook_url"].rsplit("#", 1)[1]
+        assert anchor in anchors, f"{rule['alert']}: no <a id=\"{anchor}\"> in docs/runbooks.md"
         assert rule.get("labels", {}).get("severity") in ("page", "ticket"), rule["alert"]
+
+
+def test_prometheus_config_sets_the_runbook_base():
+    labels = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))["global"]["external_labels"]
+    base = labels["runbook_base"]
+    assert base.startswith("https://") and not base.endswith("/"), base
+    assert base == DEFAULT_RUNBOOK_BASE, "keep the rules' fallback and the shipped config in step"
+
+
+def test_promtool_cases_expect_the_expanded_runbook_url():
+    """promtool renders the template without external labels, i.e. with the upstream base:
+    each expected runbook_url in the rule tests is that absolute link (so a wrong template fails)."""
+    seen = set()
+    for path in RULE_TESTS:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for case in spec["tests"]:
+            for check in case.get("alert_rule_test", []):
+                for alert in check.get("exp_alerts") or []:
+                    url = (alert.get("exp_annotations") or {}).get("runbook_url")
+                    if url is not None:
+                        expected = f"{DEFAULT_RUNBOOK_BASE}/runbooks.md#runbook-{check['alertname'].lower()}"
+                        assert url == expected, (path.name, check["alertname"], url)
+                        seen.add(check["alertname"])
+    assert seen, "no promtool case asserts an expanded runbook_url"
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case():
