@@ -115,7 +115,7 @@ def test_example_compiles_and_uses_real_names(name):
     code = example_code(name)
     compile(code, f"README:{name}", "exec")
     checked = check_loopline_names(code)
-    assert {"Settings"} < checked and any("." in c for c in checked), checked
+    assert {"ClientConfig"} < checked and any("." in c for c in checked), checked
 
 
 def test_name_check_can_fail():
