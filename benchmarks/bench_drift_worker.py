@@ -27,7 +27,7 @@ from pathlib import Path
 from loopline.connectors.bench.run import _events, _prefill, _settings, _worker_row
 from loopline.connectors.broker import EmbeddedBroker
 from loopline.processors.drift.baseline import BaselineBuilder
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 
 # name -> (LOOPLINE_AGENTS, pinned reference file, drift agent in this worker)
@@ -40,7 +40,7 @@ CONFIGS = {
 
 
 def live(n: int, rounds: int, tmp: Path) -> list[dict]:
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     rows = []
     events = _events(n)
     b = BaselineBuilder("fraud", "v1", 5000)

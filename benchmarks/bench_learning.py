@@ -46,7 +46,7 @@ def throughput(n: int) -> None:
     from river import linear_model
 
     from loopline.processors.routing.router import InputRecord
-    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.catalogue import SchemaCatalogue
     from loopline.processors.wire.serde import AvroSerde
     from loopline.streams.learning.runtime import LearnerRuntime
     from loopline.streams.settings import Settings
@@ -65,7 +65,7 @@ def throughput(n: int) -> None:
     for i in range(0, len(examples), 500):
         lr.learn_batch([(e, 0, i + j) for j, e in enumerate(examples[i:i + 500])])
     t_core = time.perf_counter() - t
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     recs = [InputRecord(serde.encode("io.loopline.TrainingExample", e), "training", 0, i, [], b"fraud")
             for i, e in enumerate(examples)]
     rt = LearnerRuntime(Settings(), serde)
@@ -180,13 +180,13 @@ def latency(seconds: float, rate: int) -> None:
 
     from loopline.connectors.broker import EmbeddedBroker, create_topics
     from loopline.connectors.processes import WorkerProcess
-    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.catalogue import SchemaCatalogue
     from loopline.processors.wire.serde import AvroSerde
     from loopline.streams.learning.kafka_io import UpdateTail
     from loopline.streams.settings import Settings
     from tests.conftest import free_port
 
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     n = int(seconds * rate)
     traffic = FraudTraffic(seed=41, n_events=n * 12, concept_drift_at=0.2)
     team = tuple((f"reviewer-{i}", 0.03) for i in range(200))  # 1,000/s is ~5/s each: under the rate limit

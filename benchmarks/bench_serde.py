@@ -18,7 +18,7 @@ from io import BytesIO
 from fastavro import schemaless_reader, schemaless_writer
 
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, frame_from_batch
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 
@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
-    reg = SchemaRegistry.load()
+    reg = SchemaCatalogue.load()
     serde = AvroSerde(reg)
     parsed = reg.current(PREDICTION).parsed
     events = make_events(args.n)

@@ -26,7 +26,7 @@ from loopline.connectors.bench.run import _events as bench_events
 from loopline.processors.policy.policy import Policy
 from loopline.processors.routing.router import InputRecord, Router
 from loopline.processors.stats.tier_stats import TierStats
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, frame_from_batch
 from loopline.processors.wire.serde import PREDICTION_BATCH, AvroSerde
 
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     now = int(time.time() * 1000)
     events = bench_events(args.events)  # ~85% confident, like the demo's traffic
     records = [InputRecord(serde.encode(PREDICTION_BATCH, batch_from_events(events[i:i + 500])),

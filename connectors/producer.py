@@ -33,7 +33,7 @@ from fastavro.validation import validate
 from loopline.connectors.client_config import ClientConfig, client_config
 from loopline.processors.errors import ValidationError
 from loopline.processors.routing.validation import validate_prediction
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, signature
 from loopline.processors.wire.partitioning import partition_for
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
@@ -68,7 +68,7 @@ def normalise_prediction(event: dict) -> dict:
 class PredictionValidator:
     """Schema + semantic check of one prediction; raises ``ValueError`` naming the field."""
 
-    def __init__(self, registry: SchemaRegistry, max_skew_ms: int) -> None:
+    def __init__(self, registry: SchemaCatalogue, max_skew_ms: int) -> None:
         self._schema = registry.current(PREDICTION).parsed
         self._fields = {f["name"] for f in registry.raw(PREDICTION)["fields"]}
         self.max_skew_ms = max_skew_ms
@@ -121,7 +121,7 @@ class PredictionProducer:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         linger_ms = DEFAULT_LINGER_MS if linger_ms is None else linger_ms
         self.linger_s = linger_ms / 1000.0
-        registry = serde.registry if serde else SchemaRegistry.load()
+        registry = serde.registry if serde else SchemaCatalogue.load()
         self.serde = serde or build_serde(cfg, registry)
         self._validate = PredictionValidator(registry, int(cfg.max_clock_skew_seconds * 1000))
         self.validate_events = validate_events

@@ -12,14 +12,14 @@ import threading
 
 from fastavro import parse_schema
 
-from loopline.processors.wire.catalogue import SchemaRegistry, _strip_logical
+from loopline.processors.wire.catalogue import SchemaCatalogue, _strip_logical
 from loopline.processors.wire.serde import AvroSerde
 
 
 class RegistryFraming:
     """Implements :class:`loopline.processors.wire.serde.ConfluentFraming` with a schema registry client."""
 
-    def __init__(self, url: str, registry: SchemaRegistry, client=None) -> None:
+    def __init__(self, url: str, registry: SchemaCatalogue, client=None) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         self._client = client or SchemaRegistryClient.new_client({"url": url})  # mock:// URLs give the in-memory client
@@ -45,9 +45,9 @@ class RegistryFraming:
         return name, parse_schema(_strip_logical(raw))
 
 
-def build_serde(settings, registry: SchemaRegistry | None = None) -> AvroSerde:
+def build_serde(settings, registry: SchemaCatalogue | None = None) -> AvroSerde:
     """The serde for ``settings``: Confluent framing when a schema registry URL is set, else single-object."""
-    registry = registry or SchemaRegistry.load()
+    registry = registry or SchemaCatalogue.load()
     if settings.schema_registry_url:
         return AvroSerde(registry, RegistryFraming(settings.schema_registry_url, registry))
     return AvroSerde(registry)

@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 
 
@@ -149,7 +149,7 @@ def run_faust(mode, bootstrap, topic, n, partitions, serde):
 
 def main() -> None:
     mode, bootstrap, topic, n, partitions = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     if mode == "aiokafka":
         run_aiokafka(bootstrap, topic, n, partitions, serde)
     elif mode == "confluent":

@@ -25,7 +25,7 @@ from loopline.connectors.broker import EmbeddedBroker, create_topics, free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry, schema_dir
+from loopline.processors.wire.catalogue import SchemaCatalogue, schema_dir
 from loopline.processors.wire.serde import DECISION_BATCH, AvroSerde
 from loopline.streams.settings import Settings
 
@@ -232,7 +232,7 @@ def run_bench(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "tmp"
     tmp.mkdir(exist_ok=True)
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     rows: dict[str, dict] = {}
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         b = broker.bootstrap

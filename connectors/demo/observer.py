@@ -13,7 +13,7 @@ import numpy as np
 
 from loopline.connectors.simulator import FraudTraffic, SimulatedReviewers
 from loopline.processors.routing.router import iter_decisions
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from loopline.streams.settings import Settings
 
@@ -34,7 +34,7 @@ class Observer(threading.Thread):
         self.traffic = traffic
         self.reviewers = reviewers
         self.speedup = speedup
-        self.serde = AvroSerde(SchemaRegistry.load())
+        self.serde = AvroSerde(SchemaCatalogue.load())
         t = settings.topics
         self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{t.namespace}-demo-observer",
                                   "enable.auto.commit": False, "fetch.wait.max.ms": 50})

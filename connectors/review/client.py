@@ -14,7 +14,7 @@ from loopline.connectors.client_config import ClientConfig, client_config
 from loopline.connectors.review.feed import CorrectionPublisher, correction_for
 from loopline.connectors.review.service import ACTIONS
 from loopline.connectors.review.settings import ANALYST, QUEUES, ReviewSettings
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import REVIEW_TASK, AvroSerde
 from loopline.streams.settings import Settings
 
@@ -64,7 +64,7 @@ class ReviewerClient:
         self.source = source
         rs = ReviewSettings(bootstrap=cfg.bootstrap_servers, namespace=cfg.topic_namespace)
         self.group_id = group_id or f"{rs.namespace}-reviewer-client-{queue}"
-        self._serde = AvroSerde(SchemaRegistry.load())
+        self._serde = AvroSerde(SchemaCatalogue.load())
         self._publisher = CorrectionPublisher(cfg.bootstrap_servers, rs.corrections_topic, self._serde)
         self._consumer = Consumer(cfg.kafka_config(**{
             "group.id": self.group_id, "auto.offset.reset": "earliest", "enable.auto.commit": False,

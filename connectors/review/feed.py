@@ -16,7 +16,7 @@ from collections.abc import Callable
 from loopline.connectors.review.settings import QUEUE_OF_TIER, QUEUES, ReviewSettings
 from loopline.connectors.review.store import ReviewStore
 from loopline.processors.errors import LooplineError
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class CorrectionPublisher:
         from confluent_kafka import Producer
 
         self.topic = topic
-        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self.serde = serde or AvroSerde(SchemaCatalogue.load())
         self._producer = Producer(producer_config(bootstrap))
         self._lock = threading.Lock()
 
@@ -79,7 +79,7 @@ class TaskFeed(threading.Thread):
         super().__init__(name="review-task-feed", daemon=True)
         self.settings = settings
         self.store = store
-        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self.serde = serde or AvroSerde(SchemaCatalogue.load())
         self.on_bad_record = on_bad_record
         self.assigned = threading.Event()
         self._stop_event = threading.Event()

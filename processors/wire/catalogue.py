@@ -119,10 +119,10 @@ class SchemaVersion:
     label: str  # e.g. "current" or "prediction_event_v1"
 
 
-class SchemaRegistry:
+class SchemaCatalogue:
     """All schema versions of the project, addressable by name and fingerprint.
 
-    >>> reg = SchemaRegistry.load()
+    >>> reg = SchemaCatalogue.load()
     >>> reg.current("io.loopline.PredictionEvent").name
     'io.loopline.PredictionEvent'
     >>> len(reg.current("io.loopline.PredictionEvent").fingerprint)
@@ -143,7 +143,7 @@ class SchemaRegistry:
                     self._current[name] = version
 
     @classmethod
-    def load(cls, folder: Path | None = None) -> SchemaRegistry:
+    def load(cls, folder: Path | None = None) -> SchemaCatalogue:
         folder = folder or schema_dir()
         current: dict[str, dict] = {}
         for path in sorted(folder.glob("*.avsc")):
@@ -223,3 +223,7 @@ class SchemaRegistry:
 
     def superseded_raw(self, name: str) -> list[tuple[str, dict]]:
         return list(self._raw_superseded.get(name, []))
+
+
+#: The 0.1 name (it read as Confluent's Schema Registry server, which is another thing); see docs/changelog.md.
+SchemaRegistry = SchemaCatalogue

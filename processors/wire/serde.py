@@ -26,7 +26,7 @@ from loopline.processors.errors import (
     TruncatedPayloadError,
     UnknownSchemaError,
 )
-from loopline.processors.wire.catalogue import SchemaRegistry, SchemaVersion
+from loopline.processors.wire.catalogue import SchemaCatalogue, SchemaVersion
 from loopline.processors.wire.names import (  # noqa: F401 (re-exported: the serde is where callers look)
     CORRECTION,
     DECISION,
@@ -62,7 +62,7 @@ class ConfluentFraming(Protocol):
 class AvroSerde:
     """Encodes and decodes Loopline records. Parses every schema once.
 
-    >>> serde = AvroSerde(SchemaRegistry.load())
+    >>> serde = AvroSerde(SchemaCatalogue.load())
     >>> data = serde.encode(DRIFT_EVENT, {"model_name": "m", "model_version": "1",
     ...     "signal": "amount", "detector": "psi", "score": 0.3, "threshold": 0.2,
     ...     "window": "last 5000", "state": "started", "detected_at": 0})
@@ -72,7 +72,7 @@ class AvroSerde:
     0.3
     """
 
-    def __init__(self, registry: SchemaRegistry, confluent: ConfluentFraming | None = None) -> None:
+    def __init__(self, registry: SchemaCatalogue, confluent: ConfluentFraming | None = None) -> None:
         self.registry = registry
         self.confluent = confluent
         self._encoders: dict[str, tuple[bytes, dict]] = {}
@@ -175,7 +175,7 @@ class AvroSerde:
         return self._encoder(type_name)[0][2:]
 
 
-def schema_version_of(data: bytes, registry: SchemaRegistry) -> SchemaVersion | None:
+def schema_version_of(data: bytes, registry: SchemaCatalogue) -> SchemaVersion | None:
     """Which schema version wrote a single-object record (None if not single-object)."""
     if data[:2] != SINGLE_OBJECT_MAGIC:
         return None

@@ -5,7 +5,7 @@ batch, decides when to publish snapshots, restores from the newest ``learner``
 snapshot per model and catches up on the training records after it.
 
 Settings (read with ``getattr(settings, name, default)`` until they are declared):
-see :data:`SETTINGS` (name → (default, description)).
+see the ``learn_*`` fields of :class:`~loopline.streams.settings.Settings`.
 """
 from __future__ import annotations
 
@@ -19,32 +19,9 @@ from loopline.processors.learning import LearnerConfig, ModelLearner, build_upda
 from loopline.processors.learning.errors import SnapshotError
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
 from loopline.processors.wire.names import DEV_KEY, MODEL_UPDATE, TRAINING_EXAMPLE
+from loopline.streams.settings import Settings
 
 log = logging.getLogger("loopline.learner")
-
-SETTINGS = {
-    "learn_pipeline": ("logreg", "challenger pipeline: logreg | hoeffding | arf"),
-    "learn_positive_label": ("", "label whose F1 is reported (and the logreg positive class); empty = macro F1"),
-    "learn_metrics_window": (2000, "examples in each rolling quality window"),
-    "learn_publish_interval_seconds": (0.5, "publish challenger + override-risk snapshots at most this often"),
-    "learn_publish_every": (1000, "publish at once after this many newly learned examples"),
-    "learn_state_interval_seconds": (30.0, "publish the full learner state (resume point) this often"),
-    "learn_dedupe_ttl_seconds": (7 * 86400.0, "how long a correction_id is remembered"),
-    "learn_dedupe_max": (200_000, "correction ids remembered at most"),
-    "learn_rate_window_seconds": (60.0, "window of the per-reviewer rate limit and influence cap"),
-    "learn_reviewer_max_per_window": (500, "learned examples per reviewer per window"),
-    "learn_reviewer_max_share": (0.5, "largest share of a window's learned examples one reviewer may have"),
-    "learn_min_reputation": (0.8, "reviewers below this reputation have their labels rejected"),
-    "learn_holdout_share": (0.5, "share of gold items kept out of training for the promotion gate"),
-    "learn_gate_margin": (0.02, "lift the challenger needs over the champion on every tier of the holdout"),
-    "learn_gate_min_examples": (30, "holdout examples a tier needs before the gate can pass"),
-    "learn_gate_metric": ("f1", "gate metric: f1 | accuracy | log_loss"),
-    "learn_gate_max_logloss_increase": (0.1, "the gate also blocks a challenger whose holdout log-loss is this much worse"),
-    "learn_auto_promote": (False, "publish a passing challenger as champion without an operator"),
-    "learn_gold_file": (None, "JSON lines {\"event_id\", \"label\"}: gold items with known labels"),
-}
-
-
 
 
 def warn_dev_key(settings) -> None:
@@ -53,25 +30,21 @@ def warn_dev_key(settings) -> None:
         log.warning("LOOPLINE_SNAPSHOT_HMAC_KEY is the public default: anyone can forge model snapshots; set a secret")
 
 
-def setting(settings, name: str):
-    return getattr(settings, name, SETTINGS[name][0])
-
-
-def learner_config(settings) -> LearnerConfig:
-    g = lambda n: setting(settings, n)  # noqa: E731
+def learner_config(s: Settings) -> LearnerConfig:
+    """The learner's configuration from the ``learn_*`` settings (declared and validated in ``Settings``)."""
     return LearnerConfig(
-        pipeline=g("learn_pipeline"), positive_label=g("learn_positive_label") or None,
-        metrics_window=int(g("learn_metrics_window")), dedupe_ttl_ms=int(g("learn_dedupe_ttl_seconds") * 1000),
-        dedupe_max=int(g("learn_dedupe_max")), rate_window_ms=int(g("learn_rate_window_seconds") * 1000),
-        reviewer_max_per_window=int(g("learn_reviewer_max_per_window")),
-        reviewer_max_share=float(g("learn_reviewer_max_share")), min_reputation=float(g("learn_min_reputation")),
-        holdout_share=float(g("learn_holdout_share")), gate_margin=float(g("learn_gate_margin")),
-        gate_min_examples=int(g("learn_gate_min_examples")), gate_metric=g("learn_gate_metric"),
-        gate_max_logloss_increase=float(g("learn_gate_max_logloss_increase")))
+        pipeline=s.learn_pipeline, positive_label=s.learn_positive_label or None,
+        metrics_window=s.learn_metrics_window, dedupe_ttl_ms=int(s.learn_dedupe_ttl_seconds * 1000),
+        dedupe_max=s.learn_dedupe_max, rate_window_ms=int(s.learn_rate_window_seconds * 1000),
+        reviewer_max_per_window=s.learn_reviewer_max_per_window,
+        reviewer_max_share=s.learn_reviewer_max_share, min_reputation=s.learn_min_reputation,
+        holdout_share=s.learn_holdout_share, gate_margin=s.learn_gate_margin,
+        gate_min_examples=s.learn_gate_min_examples, gate_metric=s.learn_gate_metric,
+        gate_max_logloss_increase=s.learn_gate_max_logloss_increase)
 
 
 class LearnerRuntime:
-    def __init__(self, settings, serde, worker_id: str = "") -> None:
+    def __init__(self, settings: Settings, serde, worker_id: str = "") -> None:
         self.settings = settings
         self.serde = serde
         self.worker_id = worker_id
@@ -87,7 +60,7 @@ class LearnerRuntime:
         self.gate_state: dict[str, bool] = {}
         self.refused = 0
         self.restored = False  # set once the start-up restore and catch-up are done
-        gold_file = setting(settings, "learn_gold_file")
+        gold_file = settings.learn_gold_file
         if gold_file:
             self.load_gold(gold_file)
 
@@ -135,8 +108,8 @@ class LearnerRuntime:
     # ----------------------------------------------------------------- output
     def due(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        every = int(setting(self.settings, "learn_publish_every"))
-        interval = float(setting(self.settings, "learn_publish_interval_seconds"))
+        every = int(self.settings.learn_publish_every)
+        interval = float(self.settings.learn_publish_interval_seconds)
         return self.pending > 0 and (self.pending >= every or now - self.last_publish >= interval)
 
     def state_due(self) -> bool:
@@ -144,7 +117,7 @@ class LearnerRuntime:
         if not self.state_dirty:
             return False
         idle = self.pending == 0 and time.monotonic() - self.last_publish >= 1.0
-        return idle or time.monotonic() - self.last_state >= float(setting(self.settings, "learn_state_interval_seconds"))
+        return idle or time.monotonic() - self.last_state >= float(self.settings.learn_state_interval_seconds)
 
     def snapshots(self, with_state: bool | None = None, models_only: bool = True) -> list[tuple[OutputRecord, dict]]:
         """ModelUpdate records for every model: challenger and override_risk (unless ``models_only`` is False
@@ -183,7 +156,7 @@ class LearnerRuntime:
             (log.warning if not passed else log.info)("promotion gate for %s: %s (%s)", model,
                                                       "passed" if passed else "blocked", "; ".join(reasons))
             self.gate_state[model] = passed
-            if passed and setting(self.settings, "learn_auto_promote"):
+            if passed and self.settings.learn_auto_promote:
                 version, parent = lr.next_version("champion")
                 up = build_update(model, "champion", version, lr.challenger, key=self.key, parent_version=parent,
                                   examples_seen=lr.examples_seen, trained_through=lr.trained_through(),

@@ -14,12 +14,12 @@ from confluent_kafka import Producer
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 POLICY = """
 version = "ap-1"
 [models.fraud.tiers.auto]

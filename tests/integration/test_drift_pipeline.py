@@ -27,12 +27,12 @@ from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 from tests.helpers import headers_dict, read_topic
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 DRIFT_ENV = {
     "LOOPLINE_DRIFT_BUCKET_MS": "1000",
     "LOOPLINE_DRIFT_PUBLISH_INTERVAL_SECONDS": "0.5",

@@ -16,13 +16,13 @@ from loopline.connectors.simulator import FraudTraffic
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.scorer import RiskScorer
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 from loopline.streams.learning.kafka_io import read_to_end
 from tests.helpers import headers_dict, read_topic
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 TE, MU = "io.loopline.TrainingExample", "io.loopline.ModelUpdate"
 
 

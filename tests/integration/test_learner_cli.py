@@ -9,13 +9,13 @@ from confluent_kafka import Producer
 
 from loopline.connectors.cli.model import EXIT_INTEGRITY, EXIT_REFUSED, EXIT_USAGE, add_model_commands, cmd_model
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 from loopline.streams.learning.kafka_io import read_to_end
 from tests.unit.test_learning import SEQ
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 MU = "io.loopline.ModelUpdate"
 
 

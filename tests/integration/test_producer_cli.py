@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import events_of_batch
 from loopline.processors.wire.partitioning import partition_for
 from loopline.processors.wire.serde import PREDICTION_BATCH, AvroSerde
@@ -20,7 +20,7 @@ from tests.conftest import settings_env
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 LOOPLINE = str(Path(sys.executable).parent / "loopline")
 
 

@@ -17,7 +17,7 @@ from loopline.connectors.review.app import ReviewServer
 from loopline.connectors.review.service import MASK, add_reviewer
 from loopline.connectors.review.settings import ReviewSettings
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 from tests.helpers import read_topic
 
@@ -45,7 +45,7 @@ def make_task(n: int, tier: str = "review", priority: int = 5, label: str = "leg
 def publish_tasks(settings, tasks: list[dict]) -> None:
     from confluent_kafka import Producer
 
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
     for t in tasks:
         topic = settings.topics.review_escalation if t["tier"] == "escalate" else settings.topics.review_analyst
@@ -110,7 +110,7 @@ def wait_for(client: Client, user: str, queue: str, n: int, timeout: float = 45.
 
 
 def corrections(settings, n: int, settle: float = 3.0) -> list[tuple[bytes, dict]]:
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     msgs = read_topic(settings.kafka_bootstrap, settings.topics.corrections, lambda r: len(r) >= n,
                       timeout=30, settle=settle)
     out = []

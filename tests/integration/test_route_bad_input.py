@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 
 from loopline.processors.routing.router import iter_decisions
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, group_by_signature
 from loopline.processors.wire.partitioning import partition_for
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
@@ -33,7 +33,7 @@ RAW = ("bad_magic", "truncated_payload", "unknown_schema")
 
 def test_every_record_ends_in_exactly_one_place(loopline_settings, worker):
     s = loopline_settings
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     rnd = random.Random(11)
     events = make_events(N, seed=3)
     n_bad_each = N // 100

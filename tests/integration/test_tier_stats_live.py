@@ -22,12 +22,12 @@ from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
 from loopline.processors.stats.tier_stats import TierStats
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 N = 8_000
 # no budgets and no new-version rule: those are per worker by design, and this test compares worker counts
 POLICY = """

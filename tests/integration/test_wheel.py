@@ -62,7 +62,7 @@ def test_wheel_holds_only_the_loopline_package(wheel):
 
 def test_installed_package_works_from_another_directory(venv, tmp_path):
     r = _run(venv, "python", "-c", "import loopline.processors, loopline.processors.wire.catalogue as c; "
-             "print(c.__file__); print(len(c.SchemaRegistry.load().names))", cwd=tmp_path)
+             "print(c.__file__); print(len(c.SchemaCatalogue.load().names))", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     module_file, n_types = r.stdout.split()
     assert str(venv) in module_file and str(REPO) not in module_file  # the wheel's copy, not the checkout's

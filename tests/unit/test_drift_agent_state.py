@@ -9,14 +9,14 @@ from loopline.processors.drift.collector import DriftCollector
 from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.policy import DriftPolicyBook
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.wire.serde import AvroSerde
 from loopline.streams.drift.agent import RESTART_WINDOW, DriftAgent
 from loopline.streams.settings import Settings
 
 CFG = DriftConfig(bucket_ms=1000, reference_events=3000, window_buckets=4, calibration_budgets=10)
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 
 
 def agent(table: dict) -> DriftAgent:

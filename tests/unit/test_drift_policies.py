@@ -10,7 +10,7 @@ from loopline.processors.drift.config import DriftConfig
 from loopline.processors.drift.coordinator import DriftCoordinator
 from loopline.processors.drift.policy import DriftPolicyBook
 from loopline.processors.policy.policy import Policy, PolicyHolder
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 from loopline.streams.drift.agent import retrain_request
 from loopline.streams.drift.reader import DriftReader, RoutingActions
@@ -88,7 +88,7 @@ def test_retrain_emits_one_request_per_episode_from_the_merged_verdict():
     assert len(reqs) == 1 and reqs[0]["signal"] == "f00"
     first = next(e for e in starts if e["detector"] == reqs[0]["detector"])
     record = retrain_request(reqs[0], first, now_ms=123)
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     name, back = serde.decode(serde.encode("io.loopline.RetrainRequest", record))
     assert name == "io.loopline.RetrainRequest" and back["model_name"] == "scorer" and back["requested_at"] == 123
     assert record["request_id"] == retrain_request(reqs[0], first, now_ms=456)["request_id"]  # dedupe key

@@ -5,10 +5,10 @@ import random
 
 from loopline.processors.feedback.join import FeedbackJoin, effective_label
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 
 
 def task(i: int, tier: str = "review", audit: bool = False) -> dict:

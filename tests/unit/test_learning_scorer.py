@@ -9,7 +9,7 @@ from loopline.connectors.simulator import FraudTraffic
 from loopline.processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update
 from loopline.processors.learning.features import risk_features
 from loopline.processors.learning.scorer import RiskScorer
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import frames_from_events
 from loopline.processors.wire.serde import AvroSerde
 
@@ -68,7 +68,7 @@ def test_insights_fit_the_review_insights_schema(trained):
     assert len(ins["top_contributions"]) == 3
     mags = [abs(c["contribution"]) for c in ins["top_contributions"]]
     assert mags == sorted(mags, reverse=True)
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     record = {"confidence": 0.7, "rule": "low_confidence", "drift_status": None, **ins}
     name, back = serde.decode(serde.encode("io.loopline.ReviewInsights", record))
     assert back["top_contributions"] == ins["top_contributions"]

@@ -395,10 +395,10 @@ def test_holder_replace_from_file(tmp_path):
 
 def test_router_uses_the_policy():
     from loopline.processors.routing.router import InputRecord, Router, iter_decisions
-    from loopline.processors.wire.catalogue import SchemaRegistry
+    from loopline.processors.wire.catalogue import SchemaCatalogue
     from loopline.processors.wire.serde import PREDICTION, AvroSerde
 
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     policy = Policy.from_toml(RULES)
     evs = [ev(0), ev(1, amount=20000.0), ev(2, conf=0.6)]
     res = Router(serde, policy, 300_000).route([InputRecord(serde.encode(PREDICTION, e), "p", 0, i)

@@ -11,11 +11,11 @@ from loopline.processors.routing.frame_checks import invalid_rows
 from loopline.processors.routing.router import InputRecord, Router, iter_decisions
 from loopline.processors.routing.validation import check_prediction
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, frames_from_events
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
 
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 NOW = 1_800_000_000_000
 
 

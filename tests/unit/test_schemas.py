@@ -8,9 +8,9 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from loopline.processors.wire.catalogue import SchemaRegistry, _expand, schema_dir
+from loopline.processors.wire.catalogue import SchemaCatalogue, _expand, schema_dir
 
-REG = SchemaRegistry.load()
+REG = SchemaCatalogue.load()
 
 
 def crc64_avro(data: bytes) -> bytes:

@@ -7,10 +7,10 @@ import pytest
 
 from loopline.processors.errors import BadMagicError, TruncatedPayloadError, UnknownSchemaError
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import PREDICTION, PREDICTION_BATCH, AvroSerde
 
-REG = SchemaRegistry.load()
+REG = SchemaCatalogue.load()
 SERDE = AvroSerde(REG)
 
 

@@ -18,11 +18,11 @@ from loopline.connectors.simulator import (
 )
 from loopline.connectors.simulator.features import MERCHANTS
 from loopline.processors.routing.validation import validate_prediction
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import PREDICTION, REVIEW_TASK, AvroSerde
 
 CORRECTION = "io.loopline.CorrectionEvent"
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 
 
 @pytest.fixture(scope="module")
