@@ -185,7 +185,7 @@ class LooplineWorker:
             web_in_thread=False,
         )
         names = s.topics
-        kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                   partitions=s.partitions)
         self.t_predictions = app.topic(names.predictions, **kw)
         self.t_out = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import faust
 
@@ -63,14 +64,14 @@ def register_feedback(worker, app: faust.App) -> None:
     s = worker.settings
     names = s.topics
     # key_type bytes -> raw keys (the event_id); no value_type -> JSON values
-    table_kw = dict(key_type=bytes, value_type=None, partitions=s.partitions, use_partitioner=True)
+    table_kw: dict[str, Any] = dict(key_type=bytes, value_type=None, partitions=s.partitions, use_partitioner=True)
     pending = app.Table("loopline-feedback-pending", default=None, **table_kw)
     waiting = app.Table("loopline-feedback-waiting", default=None, **table_kw)
     seen = app.Table("loopline-feedback-seen", default=None, **table_kw)
     worker.join = FeedbackJoin(StrKeys(pending), StrKeys(waiting), StrKeys(seen),
                                pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
                                waiting_ttl_ms=int(s.waiting_ttl_seconds * 1000))
-    kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+    kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.review_analyst, names.review_escalation, names.corrections, **kw)
     worker.t_out["training"] = app.topic(names.training, **kw)
 

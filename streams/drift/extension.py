@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -147,7 +148,7 @@ def register_drift(worker, app: faust.App) -> None:
     book = PolicyFileDriftBook(worker.policy, DriftPolicyBook.from_json(s.drift_policy))
     rt = worker.drift = DriftRuntime(worker, drift_config(s), book,
                                      load_references(s.drift_reference_file))
-    kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+    kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     worker.t_out["drift_sketches"] = app.topic(names.drift_sketches, **kw)
     worker.t_out["drift"] = app.topic(names.drift, **kw)
     worker.t_out["retrain_requests"] = app.topic(names.retrain_requests, **kw)

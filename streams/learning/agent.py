@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import faust
 
@@ -45,7 +46,7 @@ def register_learner(worker, app: faust.App) -> None:
     rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id)
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every learn or route agent
-    kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
+    kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.training, **kw)
     worker.t_out["model_updates"] = app.topic(names.model_updates, **kw)
     ready = asyncio.Event()
