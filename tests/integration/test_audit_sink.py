@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from loopline.connectors.audit.db import AuditDB
-from loopline.connectors.audit.queries import history
+from loopline.connectors.audit.queries import PG_TIME_TO_ANSWER_PERCENTILES, ask, history
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
@@ -56,7 +56,7 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
     try:
         with PredictionProducer(s) as p:
             p.send_many(events[:1500])
-        wait_for(lambda: counts(audit_url)["decisions"] > 0, 30, "first decision rows")
+        wait_for(lambda: counts(audit_url)["decisions"] > 0, 60, "first decision rows")
         os.kill(sink.pid, signal.SIGKILL)  # mid-run: traffic still to come, offsets possibly uncommitted
         sink.proc.wait(10)
         with PredictionProducer(s) as p:
@@ -67,8 +67,8 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
         def tasks_seen(msgs):
             return len(msgs) >= 1
 
-        analyst = read_topic(s.kafka_bootstrap, s.topics.review_analyst, tasks_seen, timeout=60, settle=3.0)
-        escalation = read_topic(s.kafka_bootstrap, s.topics.review_escalation, tasks_seen, timeout=60, settle=1.0)
+        analyst = read_topic(s.kafka_bootstrap, s.topics.review_analyst, tasks_seen, timeout=90, settle=3.0)
+        escalation = read_topic(s.kafka_bootstrap, s.topics.review_escalation, tasks_seen, timeout=90, settle=1.0)
         tasks = [SERDE.decode(m.value())[1] for m in analyst + escalation]
         assert tasks, "the simulated traffic produced no review task"
         answers = []
@@ -85,14 +85,14 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
         for a in answers:
             prod.produce(s.topics.corrections, key=a["event_id"].encode(), value=SERDE.encode(CORRECTION, a))
         prod.flush(10)
-        training = read_topic(s.kafka_bootstrap, s.topics.training, lambda m: len(m) >= len(answers), timeout=60,
+        training = read_topic(s.kafka_bootstrap, s.topics.training, lambda m: len(m) >= len(answers), timeout=90,
                               settle=1.0)
         training_ids = sorted(SERDE.decode(m.value())[1]["correction_id"] for m in training)
         assert training_ids == sorted(a["correction_id"] for a in answers)
 
         want = {"decisions": len(ids), "review_tasks": len(tasks), "answers": len(answers),
                 "training_examples": len(training_ids)}
-        wait_for(lambda: counts(audit_url) == want, 45, f"audit rows {want}")
+        wait_for(lambda: counts(audit_url) == want, 90, f"audit rows {want}")
         assert sorted(column(audit_url, "decisions", "event_id")) == sorted(ids)  # one row per decided event
         assert sorted(column(audit_url, "answers", "correction_id")) == sorted(a["correction_id"] for a in answers)
         assert sorted(column(audit_url, "review_tasks", "task_id")) == sorted(t["task_id"] for t in tasks)
@@ -108,6 +108,24 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
         assert [x["task_id"] for x in h["review_tasks"]] == [t0["task_id"]]
         assert sorted(a["reviewer_id"] for a in h["answers"]) == ["r-0", "r-senior"]
         assert sorted(x["correction_id"] for x in h["training_examples"]) == ["c-0", "c2-0"]
+        # every documented question runs on this database
+        with AuditDB(audit_url) as db:
+            _, rows = ask(db, "decisions_per_policy_tier", 0, 2**62)
+            assert sum(r[2] for r in rows) == len(ids)
+            _, rows = ask(db, "inter_reviewer_agreement")
+            assert sum(r[1] for r in rows) == 30  # the 30 twice-answered events
+            _, rows = ask(db, "reviewer_accuracy")
+            assert sum(r[1] for r in rows) == 60
+            _, rows = ask(db, "time_to_answer_per_tier")
+            assert sum(r[1] for r in rows) == len({t["event_id"] for t in tasks})
+            _, rows = ask(db, "override_rate_per_version")
+            assert sum(r[3] for r in rows) == len(answers)
+            ask(db, "event_history", t0["event_id"])
+            ask(db, "override_rate_around_policy_change", "no-such-event", 1000, 1000)
+            ask(db, "model_versions_published", "fraud")
+            if db.dialect == "postgresql":
+                _, rows = db.query(PG_TIME_TO_ANSWER_PERCENTILES)
+                assert rows and all(len(r[1]) == 2 for r in rows)
         metrics = get(f"http://{s.web_host}:{s.audit_port}/metrics")
         assert metric_sum(metrics, "loopline_audit_rows_total") > 0
     finally:
@@ -122,7 +140,7 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
                     for t in (s.topics.decisions, s.topics.review_analyst, s.topics.review_escalation,
                               s.topics.corrections, s.topics.training))
         url = f"http://{s.web_host}:{replay_settings.audit_port}/metrics"
-        wait_for(lambda: metric_sum(get(url), "loopline_audit_records_total") >= total, 45,
+        wait_for(lambda: metric_sum(get(url), "loopline_audit_records_total") >= total, 90,
                  f"the replay to read {total} records")
         assert metric_sum(get(url), "loopline_audit_rows_total") == 0
     finally:

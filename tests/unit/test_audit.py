@@ -24,23 +24,35 @@ SERDE = AvroSerde(SchemaRegistry.load())
 NOW = 1_800_000_000_000
 
 
-def traffic() -> tuple[list[Record], list[dict], list[dict]]:
-    """Kafka-shaped records of 300 routed predictions, answers to every task, and their training examples."""
-    evs = make_events(300, seed=5, start_ms=NOW - 1000)
+def answer(t: dict, cid: str, reviewer: str, at: int, label: str | None = "fraud", action: str = "override") -> dict:
+    return {"correction_id": cid, "event_id": t["event_id"], "model_name": "fraud", "model_version": "v1",
+            "reviewer_id": reviewer, "action": action, "corrected_label": label, "tier": t["tier"],
+            "reviewed_at": at, "review_seconds": 3.0, "note": None, "source": "test"}
+
+
+def traffic(seed: int = 5, now: int = NOW, second: int = 0, prefix: str = "c"
+            ) -> tuple[list[Record], list[dict], list[dict]]:
+    """Kafka-shaped records of 300 routed predictions, answers to every task, and their training examples.
+
+    The first ``second`` tasks get a second answer from reviewer ``r9``: ``legit`` on even ones, ``fraud`` on odd ones.
+    """
+    evs = make_events(300, seed=seed, start_ms=now - 1000)
     router = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, worker="w1", max_decisions_per_record=64)
     res = router.route([InputRecord(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs, "b")), "p", 0, 1)],
-                       now_ms=NOW)
-    recs = [Record(o.role, o.role, 0, n, o.value, tuple(o.headers), NOW) for n, o in enumerate(res.outputs)]
+                       now_ms=now)
+    recs = [Record(o.role, o.role, 0, n, o.value, tuple(o.headers), now) for n, o in enumerate(res.outputs)]
     tasks = [SERDE.decode(o.value)[1] for o in res.outputs if o.role.startswith("review_")]
     join = FeedbackJoin({}, {}, {}, pending_ttl_ms=10**9, waiting_ttl_ms=10**9)
     answers, examples = [], []
     for n, t in enumerate(tasks):
-        join.on_task(t, NOW)
-        a = {"correction_id": f"c{n}", "event_id": t["event_id"], "model_name": "fraud", "model_version": "v1",
-             "reviewer_id": f"r{n % 3}", "action": "override", "corrected_label": "fraud", "tier": t["tier"],
-             "reviewed_at": NOW + 1000 + n, "review_seconds": 3.0, "note": None, "source": "test"}
-        answers.append(a)
-        examples += join.on_correction(a, NOW + 1000).examples
+        join.on_task(t, now)
+        answers.append(answer(t, f"{prefix}{n}", f"r{n % 3}", now + 1000 + n))
+        if n < second:
+            # same reviewed_at as the first answer on the second task (both say fraud): a tie must not count the event twice
+            answers.append(answer(t, f"{prefix}x{n}", "r9", now + (1000 if n == 1 else 5000) + n,
+                                  "legit" if n % 2 == 0 else "fraud"))
+    for a in answers:
+        examples += join.on_correction(a, now + 1000).examples
     recs += [Record("corrections", "c", 0, n, SERDE.encode(CORRECTION, a), (), NOW) for n, a in enumerate(answers)]
     recs += [Record("training", "t", 0, n, SERDE.encode(TRAINING_EXAMPLE, x), (), NOW) for n, x in enumerate(examples)]
     return recs, tasks, answers
@@ -167,3 +179,55 @@ def test_cli_history_and_export(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["audit", "export", "--from", "yesterday", "--to", "2030-01-01", "--out", str(csv_path)])
     assert e.value.code == 2 and "ISO 8601" in capsys.readouterr().err
+
+
+def test_documented_questions_answer_on_sqlite(db):
+    from loopline.connectors.audit.queries import QUESTIONS, ask
+
+    recs, tasks, answers = traffic(second=20)
+    assert len(tasks) >= 20
+    later, later_tasks, later_answers = traffic(seed=6, now=NOW + 60_000, prefix="d")
+    write(db, recs + later)
+    db.execute("INSERT INTO policy_events VALUES (?, 'apply', 'w1', 'p1', 'p2', 'file', NULL, NULL, '{}', '', ?)",
+               ("pe-1", NOW + 30_000))
+    assert set(QUESTIONS) >= {"event_history", "decisions_per_policy_tier", "reviewer_accuracy",
+                              "inter_reviewer_agreement", "time_to_answer_per_tier", "override_rate_around_policy_change"}
+
+    cols, rows = ask(db, "event_history", tasks[0]["event_id"])
+    chain = [dict(zip(cols, r)) for r in rows]
+    assert [c["reviewer_id"] for c in chain] == ["r0", "r9"] and chain[1]["effective_label"] == "legit"
+    assert chain[0]["task_id"] == tasks[0]["task_id"] and chain[0]["policy_version"] == tasks[0]["policy_version"]
+
+    _, rows = ask(db, "decisions_per_policy_tier", NOW - 1, NOW + 1)
+    assert sum(r[2] for r in rows) == 300  # the later traffic is outside the range
+
+    _, rows = ask(db, "inter_reviewer_agreement")
+    assert sum(r[1] for r in rows) == 20
+    assert sum(r[1] * r[2] for r in rows) == pytest.approx(10)  # r9 agrees on the 10 odd ones
+
+    _, rows = ask(db, "reviewer_accuracy")
+    acc = {r[0]: (r[1], r[2]) for r in rows}
+    assert acc.pop("r9") == (20, pytest.approx(1.0))  # the latest answer is the outcome
+    assert sum(n for n, _ in acc.values()) == 20
+    assert sum(n * a for n, a in acc.values()) == pytest.approx(10)
+
+    _, rows = ask(db, "time_to_answer_per_tier")
+    assert sum(r[1] for r in rows) == len(tasks) + len(later_tasks)
+
+    cols, rows = ask(db, "override_rate_around_policy_change", "pe-1", 120_000, 120_000)
+    by = {(r[0], r[1]): r[2] for r in rows}
+    assert sum(n for (p, _), n in by.items() if p == "before") == len(answers)
+    assert sum(n for (p, _), n in by.items() if p == "after") == len(later_answers)
+    with pytest.raises(ValueError, match="takes 3 parameters"):
+        ask(db, "override_rate_around_policy_change", "pe-1")
+
+
+def test_docs_show_each_question_verbatim():
+    from pathlib import Path
+
+    from loopline.connectors.audit.queries import PG_TIME_TO_ANSWER_PERCENTILES, QUESTIONS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "audit.md").read_text()
+    for name, (_, sql, _) in QUESTIONS.items():
+        assert sql in doc, f"docs/audit.md lacks the SQL of {name}"
+    assert PG_TIME_TO_ANSWER_PERCENTILES in doc
