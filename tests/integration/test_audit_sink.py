@@ -42,33 +42,36 @@ def counts(url: str) -> dict[str, int]:
         return {t: db.query(f"SELECT COUNT(*) FROM {t}")[1][0][0] for t in TABLES}  # noqa: S608 (fixed names)
 
 
-def column(url: str, table: str, col: str) -> list[str]:
+def column(url: str, table: str, col: str, tail: str = "") -> list:
     with AuditDB(url) as db:
-        return [r[0] for r in db.query(f"SELECT {col} FROM {table}")[1]]  # noqa: S608 (fixed names)
+        rows = db.query(f"SELECT {col} FROM {table} {tail}")[1]  # noqa: S608 (fixed names)
+    return [r[0] for r in rows] if len(rows[0] if rows else ()) == 1 else rows
 
 
 def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, worker, audit_url, tmp_path):
     s = loopline_settings.model_copy(update={"audit_db_url": audit_url, "audit_port": free_port(),
                                              "audit_group": f"{loopline_settings.topic_namespace}-audit"})
-    events = make_events(3000, seed=23)
+    events = make_events(2000, seed=23)
     ids = [e["event_id"] for e in events]
     sink = sink_process(s, tmp_path / "sink.log").start()
     try:
         with PredictionProducer(s) as p:
-            p.send_many(events[:1500])
+            p.send_many(events[:1000])
         wait_for(lambda: counts(audit_url)["decisions"] > 0, 60, "first decision rows")
         os.kill(sink.pid, signal.SIGKILL)  # mid-run: traffic still to come, offsets possibly uncommitted
         sink.proc.wait(10)
         with PredictionProducer(s) as p:
-            p.send_many(events[1500:])
+            p.send_many(events[1000:])
         sink = sink_process(s, tmp_path / "sink.log").start()
 
+        # every event decided (the restarted sink has written them all), so every review task is on its topic
+        wait_for(lambda: counts(audit_url)["decisions"] >= len(ids), 90, "a decision row per event")
+        queues = dict(column(audit_url, "review_tasks", "queue, COUNT(*)", "GROUP BY queue"))
         # reviewers answer every review task; the first 30 tasks get a second answer from another reviewer
-        def tasks_seen(msgs):
-            return len(msgs) >= 1
-
-        analyst = read_topic(s.kafka_bootstrap, s.topics.review_analyst, tasks_seen, timeout=90, settle=3.0)
-        escalation = read_topic(s.kafka_bootstrap, s.topics.review_escalation, tasks_seen, timeout=90, settle=1.0)
+        analyst = read_topic(s.kafka_bootstrap, s.topics.review_analyst,
+                             lambda m: len(m) >= queues.get("analyst", 0), timeout=30, settle=1.0)
+        escalation = read_topic(s.kafka_bootstrap, s.topics.review_escalation,
+                                lambda m: len(m) >= queues.get("escalation", 0), timeout=30, settle=1.0)
         tasks = [SERDE.decode(m.value())[1] for m in analyst + escalation]
         assert tasks, "the simulated traffic produced no review task"
         answers = []
@@ -136,9 +139,10 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
     replay_settings = s.model_copy(update={"audit_group": f"replay-{uuid.uuid4().hex[:8]}", "audit_port": free_port()})
     replay = sink_process(replay_settings, tmp_path / "replay.log").start()
     try:
-        total = sum(len(read_topic(s.kafka_bootstrap, t, lambda m: False, timeout=2.0))
-                    for t in (s.topics.decisions, s.topics.review_analyst, s.topics.review_escalation,
-                              s.topics.corrections, s.topics.training))
+        known = {s.topics.review_analyst: len(analyst), s.topics.review_escalation: len(escalation),
+                 s.topics.corrections: len(answers), s.topics.training: len(training_ids), s.topics.decisions: 1}
+        total = sum(len(read_topic(s.kafka_bootstrap, t, lambda m, n=n: len(m) >= n, timeout=30, settle=1.0))
+                    for t, n in known.items())
         url = f"http://{s.web_host}:{replay_settings.audit_port}/metrics"
         wait_for(lambda: metric_sum(get(url), "loopline_audit_records_total") >= total, 90,
                  f"the replay to read {total} records")
