@@ -66,6 +66,7 @@ class AuditDB:
             raise AuditDBError(f"unsupported audit database URL {url.split(':', 1)[0]!r}: "
                                "use sqlite:///path or postgresql://user@host:port/db")
         self._in_tx = False
+        self._staged: set[str] = set()
 
     # ------------------------------------------------------------ statements
     def _sql(self, sql: str) -> str:
@@ -98,9 +99,15 @@ class AuditDB:
         return cols, rows()
 
     def insert_ignore(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        """Multi-row ``INSERT ... ON CONFLICT DO NOTHING``; returns the rows actually inserted."""
+        """Insert ``rows``, skipping keys already present; returns the rows actually inserted.
+
+        SQLite: multi-row ``INSERT ... ON CONFLICT DO NOTHING``. PostgreSQL: ``COPY`` into a session-local
+        staging table, then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Call inside :meth:`transaction`.
+        """
         if not rows:
             return 0
+        if self.dialect == "postgresql":
+            return self._copy_insert(table, columns, rows)
         one = "(" + ",".join("?" * len(columns)) + ")"
         head = f"INSERT INTO {table} ({','.join(columns)}) VALUES "  # noqa: S608 (table and columns from rows.TABLES, never input)
         inserted = 0
@@ -108,6 +115,21 @@ class AuditDB:
             chunk = rows[a:a + INSERT_CHUNK]
             sql = head + ",".join([one] * len(chunk)) + " ON CONFLICT DO NOTHING"
             inserted += self.execute(sql, [v for row in chunk for v in row])
+        return inserted
+
+    def _copy_insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        stage = f"_stage_{table}"
+        cols = ",".join(columns)
+        cur = self._conn.cursor()
+        if stage not in self._staged:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+            self._staged.add(stage)
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING")  # noqa: S608 (names from rows.TABLES)
+        inserted = max(cur.rowcount, 0)
+        cur.execute(f"TRUNCATE {stage}")
         return inserted
 
     @contextlib.contextmanager
@@ -126,8 +148,12 @@ class AuditDB:
                     raise
                 self._conn.execute("COMMIT")
             else:
-                with self._conn.transaction():
-                    yield self
+                try:
+                    with self._conn.transaction():
+                        yield self
+                except BaseException:
+                    self._staged.clear()  # a staging table created in a rolled-back transaction is gone
+                    raise
         finally:
             self._in_tx = False
 

@@ -7,6 +7,7 @@ history query must return the whole chain.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -150,3 +151,33 @@ def test_sink_writes_each_row_once_through_kill_and_replay(loopline_settings, wo
     finally:
         replay.stop()
     assert counts(audit_url) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_insert_ignore_skips_known_and_in_batch_duplicates_and_rolls_back_whole(kind, tmp_path):
+    from loopline.connectors.audit.migrations import migrate
+    from loopline.connectors.audit.rows import TABLES
+
+    cols = TABLES["decisions"].columns
+
+    def row(eid: str) -> tuple:
+        return (eid, "fraud", "v1", "p1", "auto", "confidence>=0.9", 0.05, True, 0.95, "legit", 1, 2)
+
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'i.sqlite3'}" if kind == "sqlite" else stack.enter_context(scratch_postgres()))
+        with AuditDB(url) as db:
+            migrate(db)
+            with pytest.raises(RuntimeError), db.transaction():  # first use rolled back: staging table gone too
+                db.insert_ignore("decisions", cols, [row("d")])
+                raise RuntimeError("crash before commit")
+            with db.transaction():
+                assert db.insert_ignore("decisions", cols, [row("a"), row("b"), row("a")]) == 2
+            with db.transaction():
+                assert db.insert_ignore("decisions", cols, [row("b"), row("c")]) == 1
+            with pytest.raises(RuntimeError), db.transaction():
+                db.insert_ignore("decisions", cols, [row("d")])
+                raise RuntimeError("crash before commit")
+            with db.transaction():
+                assert db.insert_ignore("decisions", cols, [row("e")]) == 1
+            assert sorted(r[0] for r in db.query("SELECT event_id FROM decisions")[1]) == ["a", "b", "c", "e"]
+            assert db.query("SELECT audited FROM decisions WHERE event_id = 'a'")[1][0][0] in (True, 1)
