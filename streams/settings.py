@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
     log_level: str = "warn"
+    review_db_url: str | None = Field(None, description="review task store: postgresql://... lets several review servers share one queue (leases stay exclusive); sqlite:///path or unset = the SQLite file under data_dir")
     # audit sink (`loopline audit-sink`; see docs/audit.md)
     audit_db_url: str | None = Field(None, description="audit database: sqlite:///path or postgresql://user@host:port/db; unset = sqlite:///<data_dir>/audit.sqlite3")
     audit_group: str = Field("loopline-audit", description="consumer group of the audit sink (a new group replays the topics; rows stay unique)")
