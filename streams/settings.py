@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
     log_level: str = Field("warn", description="log level of worker processes (debug, info, warn, error)")
+    review_db_url: str | None = Field(None, description="review task store: postgresql://... lets several review servers share one queue (leases stay exclusive); sqlite:///path or unset = the SQLite file under data_dir")
+    # audit sink (`loopline audit-sink`; see docs/audit.md)
+    audit_db_url: str | None = Field(None, description="audit database: sqlite:///path or postgresql://user@host:port/db; unset = sqlite:///<data_dir>/audit.sqlite3")
+    audit_group: str = Field("loopline-audit", description="consumer group of the audit sink (a new group replays the topics; rows stay unique)")
+    audit_port: int = Field(6071, ge=0, le=65535, description="audit sink HTTP port: /metrics /healthz /readyz")
+    audit_batch_max: int = Field(5000, ge=1, description="Kafka records the audit sink writes in one database transaction")
+    audit_batch_wait_seconds: float = Field(0.2, gt=0, description="longest the audit sink waits to fill a batch")
+    audit_retention_days: float = Field(400.0, gt=0, description="audit rows whose event time is older than this many days are deleted")
+    audit_retention_interval_seconds: float = Field(3600.0, gt=0, description="how often the audit sink deletes rows past retention")
 
     @property
     def agent_set(self) -> set[str]:
@@ -105,3 +114,8 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_namespace)
+
+    @property
+    def audit_url(self) -> str:
+        """The audit database URL: ``audit_db_url``, else an SQLite file under ``data_dir``."""
+        return self.audit_db_url or f"sqlite:///{self.data_dir / 'audit.sqlite3'}"

@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--partitions", type=int, default=4)
     be.add_argument("--quick", action="store_true")
     be.set_defaults(func=cmd_bench)
+    from loopline.connectors.audit.cli import add_audit_commands
     from loopline.connectors.cli.drift import add_drift_commands
     from loopline.connectors.cli.model import add_model_commands
     from loopline.connectors.cli.policy import add_policy_commands
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub)
     add_model_commands(sub)
     add_drift_commands(sub)
+    add_audit_commands(sub)
     return p
 
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from loopline.connectors.review import pages
 from loopline.connectors.review.auth import SessionSigner
 from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
+from loopline.connectors.review.pg_store import open_store
 from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
 from loopline.connectors.review.store import ReviewStore
@@ -193,8 +194,7 @@ async def healthz(request: web.Request) -> web.Response:
 def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publisher=None,
               start_feed: bool = True) -> web.Application:
     """The aiohttp app. Without ``store``/``publisher`` they are built from ``settings``."""
-    store = store or ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds,
-                                 settings.max_tasks)
+    store = store or open_store(settings)
     if publisher is None:
         publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic)
     service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))

@@ -32,9 +32,9 @@ def _review_settings(**overrides):
 
 
 def _store(rs):
-    from loopline.connectors.review.store import ReviewStore
+    from loopline.connectors.review.pg_store import open_store
 
-    return ReviewStore(rs.db_path, rs.lease_seconds, rs.task_ttl_seconds, rs.max_tasks)
+    return open_store(rs)
 
 
 # ---------------------------------------------------------------- server

@@ -21,6 +21,7 @@ class ReviewSettings:
     bootstrap: str | None = None
     namespace: str = "loopline"
     db_path: Path = Path(".loopline/review.sqlite3")
+    db_url: str | None = None  # postgresql://... = shared task store (several review servers); unset = db_path
     host: str = "127.0.0.1"
     port: int = 6070
     lease_seconds: float = 300.0

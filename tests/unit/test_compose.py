@@ -34,7 +34,8 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PYPROJECT = REPO / "pyproject.toml"
 
-REQUIRED_SERVICES = ("kafka", "schema-registry", "worker", "review", "prometheus", "alertmanager", "grafana")
+REQUIRED_SERVICES = ("kafka", "schema-registry", "worker", "review", "prometheus", "alertmanager", "grafana",
+                     "postgres", "audit")
 
 
 # ------------------------------------------------------------------ loading
@@ -382,6 +383,7 @@ def prometheus_problems(compose: dict) -> list[str]:
     ports = {
         "worker": int(service_env(services.get("worker", {})).get("LOOPLINE_WEB_PORT", 6066)),
         "review": int(service_env(services.get("review", {})).get("LOOPLINE_REVIEW_PORT", 6070)),
+        "audit": int(service_env(services.get("audit", {})).get("LOOPLINE_AUDIT_PORT", 6071)),
         "alertmanager": 9093, "prometheus": 9090,
     }
     targets = []
@@ -394,7 +396,7 @@ def prometheus_problems(compose: dict) -> list[str]:
         for sc in am.get("static_configs") or []:
             targets += [("alertmanagers", t) for t in sc.get("targets", [])]
     jobs = {job for job, _ in targets}
-    for needed in ("loopline-worker", "loopline-review", "alertmanagers"):
+    for needed in ("loopline-worker", "loopline-review", "loopline-audit", "alertmanagers"):
         if needed not in jobs:
             problems.append(f"prometheus: nothing configured for {needed}")
     for job, target in targets:
@@ -628,6 +630,53 @@ def _docker_compose_available() -> bool:
         return False
 
 
+def audit_problems(compose: dict) -> list[str]:
+    """The audit sink runs ``loopline audit-sink`` against the postgres service of this file, with the user,
+    password, database and port that service is configured with, and starts only once it is healthy."""
+    from urllib.parse import urlsplit
+
+    services = compose.get("services") or {}
+    audit, pg = services.get("audit"), services.get("postgres")
+    if audit is None or pg is None:
+        return ["services 'audit' and 'postgres' are both needed"]
+    problems = []
+    if as_words(audit.get("command")) != ["loopline", "audit-sink"]:
+        problems.append(f"audit: command {audit.get('command')} is not `loopline audit-sink`")
+    env, pg_env = service_env(audit), service_env(pg)
+    url = urlsplit(env.get("LOOPLINE_AUDIT_DB_URL", ""))
+    if url.scheme not in ("postgresql", "postgres"):
+        problems.append(f"audit: LOOPLINE_AUDIT_DB_URL is not a postgresql:// URL ({url.scheme!r})")
+    if url.hostname != "postgres" or (url.port or 5432) != int(pg_env.get("PGPORT", 5432)):
+        problems.append(f"audit: LOOPLINE_AUDIT_DB_URL points at {url.hostname}:{url.port}, not postgres:5432")
+    if url.username != pg_env.get("POSTGRES_USER", "postgres"):
+        problems.append(f"audit: user {url.username!r} is not POSTGRES_USER {pg_env.get('POSTGRES_USER')!r}")
+    if url.password != pg_env.get("POSTGRES_PASSWORD"):
+        problems.append("audit: the URL's password is not the postgres service's POSTGRES_PASSWORD")
+    if url.path.lstrip("/") != pg_env.get("POSTGRES_DB", pg_env.get("POSTGRES_USER", "postgres")):
+        problems.append(f"audit: database {url.path!r} is not POSTGRES_DB {pg_env.get('POSTGRES_DB')!r}")
+    dep = (audit.get("depends_on") or {}).get("postgres") if isinstance(audit.get("depends_on"), dict) else None
+    if not dep or dep.get("condition") != "service_healthy":
+        problems.append("audit: does not wait for postgres to be healthy")
+    if not (pg.get("healthcheck") or {}).get("test"):
+        problems.append("postgres: no healthcheck for the audit sink to wait on")
+    return problems
+
+
+def test_audit_sink_is_wired_to_postgres(compose):
+    assert audit_problems(compose) == []
+
+
+@pytest.mark.parametrize("service", ["audit"])
+def test_audit_env_values_are_valid_settings(compose, service, monkeypatch):
+    env = {k: v for k, v in service_env(compose["services"][service]).items() if k.startswith("LOOPLINE_")}
+    for var in list(os.environ):
+        if var.startswith("LOOPLINE_"):
+            monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert Settings().audit_url.startswith("postgresql://")
+
+
 def test_docker_compose_config_parses():
     if not _docker_compose_available():
         pytest.skip("the `docker compose` CLI plugin is not installed; compose file checked by parsing only")
@@ -709,6 +758,23 @@ def _break_alertmanager_config(c):
     c["services"]["alertmanager"]["command"] = ["--config.file=/etc/alertmanager/other.yml"]
 
 
+def _break_audit_host(c):
+    env = c["services"]["audit"]["environment"]
+    env["LOOPLINE_AUDIT_DB_URL"] = env["LOOPLINE_AUDIT_DB_URL"].replace("@postgres:", "@postgress:")
+
+
+def _break_audit_db_name(c):
+    c["services"]["postgres"]["environment"]["POSTGRES_DB"] = "other"
+
+
+def _break_audit_wait(c):
+    c["services"]["audit"]["depends_on"]["postgres"] = {"condition": "service_started"}
+
+
+def _break_audit_scrape(c):
+    c["services"]["audit"]["environment"]["LOOPLINE_AUDIT_PORT"] = "7071"
+
+
 @pytest.mark.parametrize("breaker, check", [
     (_drop_service, missing_services_problems),
     (_break_mount, mount_problems),
@@ -728,6 +794,10 @@ def _break_alertmanager_config(c):
     (_break_dashboards_mount, grafana_problems),
     (_break_grafana_provisioning, grafana_problems),
     (_break_alertmanager_config, alertmanager_problems),
+    (_break_audit_host, audit_problems),
+    (_break_audit_db_name, audit_problems),
+    (_break_audit_wait, audit_problems),
+    (_break_audit_scrape, prometheus_problems),
 ], ids=lambda x: getattr(x, "__name__", "check"))
 def test_checks_catch_mistakes(compose, breaker, check):
     broken = copy.deepcopy(compose)
