@@ -6,6 +6,7 @@ environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,19 @@ class Settings(BaseSettings):
     review_masked_features: tuple[str, ...] = Field(("country", "account_age_days"), description="feature names masked for reviewers without PII clearance")
     review_session_seconds: float = Field(43200, gt=0, description="login session lifetime")
     snapshot_hmac_key: SecretStr = Field(SecretStr(DEV_KEY), description="key for model snapshot HMACs")
+    # who may change what (docs/security.md)
+    control_tokens: SecretStr = Field(SecretStr(""), description="bearer tokens for the worker's state-changing endpoints (POST /policy), as name:token,name2:token2; none = those endpoints refuse every request")
+    control_token_file: Path | None = Field(None, description="file with one name:token per line, read at start in addition to LOOPLINE_CONTROL_TOKENS")
+    control_token: SecretStr | None = Field(None, description="client side: the bearer token `loopline policy apply` sends (or --token-file)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="how every Loopline Kafka client talks to the brokers")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_ssl_ca_file: Path | None = Field(None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = the system's trust store")
+    kafka_ssl_cert_file: Path | None = Field(None, description="PEM client certificate for mutual TLS (with SSL / SASL_SSL)")
+    kafka_ssl_key_file: Path | None = Field(None, description="PEM private key of kafka_ssl_cert_file")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="password of kafka_ssl_key_file, if it is encrypted")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host connected to (turn off only for tests)")
     # drift detection (the "drift" agent; see README "Drift detection")
     drift_bucket_ms: int = Field(5000, ge=100, description="event-time bucket; a bucket is evaluated once, when the watermark passes it")
     drift_reference_events: int = Field(5000, ge=100, description="first N predictions of a model version form its reference")
