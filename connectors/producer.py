@@ -101,6 +101,22 @@ def _first_avro_error(exc: AvroValidationError) -> str:
     return text
 
 
+def prediction_producer_config(settings: Settings, overrides: dict | None = None) -> dict:
+    """The librdkafka configuration of :class:`PredictionProducer`: idempotent, acks=all, murmur2,
+    the Kafka security settings (``loopline.streams.kafka_security``), then ``overrides``."""
+    from loopline.streams.kafka_security import client_config
+
+    return client_config(settings, {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.producer_linger_ms,
+        "partitioner": "murmur2_random",
+        "compression.type": "none",
+        "queue.buffering.max.messages": 1_000_000,
+        **(overrides or {}),
+    })
+
+
 class PredictionProducer:
     """Batching, validating, idempotent producer of predictions (see module doc)."""
 
@@ -120,17 +136,7 @@ class PredictionProducer:
         self._validate = PredictionValidator(registry, int(settings.max_clock_skew_seconds * 1000))
         self.validate_events = validate_events
         self.on_delivery = on_delivery
-        config = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": settings.producer_linger_ms,
-            "partitioner": "murmur2_random",
-            "compression.type": "none",
-            "queue.buffering.max.messages": 1_000_000,
-        }
-        config.update(producer_config or {})
-        self._producer = Producer(config)
+        self._producer = Producer(prediction_producer_config(settings, producer_config))
         md = self._producer.list_topics(self.topic, timeout=15)
         tmeta = md.topics.get(self.topic)
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:

@@ -196,7 +196,8 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
     store = store or ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds,
                                  settings.max_tasks)
     if publisher is None:
-        publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic)
+        publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic,
+                                        security=settings.kafka_security)
     service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))
     app = web.Application(middlewares=[auth_and_errors], client_max_size=64 * 1024)
     app[SERVICE] = service

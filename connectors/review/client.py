@@ -62,12 +62,20 @@ class ReviewerClient:
         rs = ReviewSettings.from_settings(settings)
         self.group_id = group_id or f"{rs.namespace}-reviewer-client-{queue}"
         self._serde = AvroSerde(SchemaRegistry.load())
-        self._publisher = CorrectionPublisher(settings.kafka_bootstrap, rs.corrections_topic, self._serde)
-        self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": self.group_id,
-                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                   "session.timeout.ms": int(settings.session_timeout_seconds * 1000)})
+        self._publisher = CorrectionPublisher(settings.kafka_bootstrap, rs.corrections_topic, self._serde,
+                                              security=rs.kafka_security)
+        self._consumer = Consumer(self.consumer_config(settings, self.group_id))
         self._consumer.subscribe([rs.topic_of_queue(queue)])
         self._received: dict[str, float] = {}
+
+    @staticmethod
+    def consumer_config(settings, group_id: str) -> dict:
+        """The task consumer's librdkafka configuration (manual commits, the Kafka security settings)."""
+        from loopline.streams.kafka_security import client_config
+
+        return client_config(settings, {"group.id": group_id, "auto.offset.reset": "earliest",
+                                        "enable.auto.commit": False,
+                                        "session.timeout.ms": int(settings.session_timeout_seconds * 1000)})
 
     def poll(self, timeout: float = 1.0, max_tasks: int = 100) -> list[dict]:
         """Up to ``max_tasks`` decoded ReviewTasks (waits at most ``timeout`` seconds); skips bad records."""
