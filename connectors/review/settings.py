@@ -33,6 +33,16 @@ class ReviewSettings:
     session_timeout_seconds: float = 6.0
     page_size: int = 50
     kafka_security: dict = field(default_factory=dict)  # librdkafka security entries (streams.kafka_security)
+    session_idle_seconds: float = 1800.0
+    max_sessions: int = 10_000
+    login_max_failures: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_seconds: float = 900.0
+    login_lockout_seconds: float = 900.0
+    login_table_max: int = 10_000
+    trust_forwarded_for: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:
