@@ -144,6 +144,10 @@ class ReviewService:
             return rev
         if not verify_password(password, rev["salt"], rev["hash"]):
             return None
+        if len(self._auth_cache) >= 10_000:  # bounded: drop expired entries, then everything if still full
+            self._auth_cache = {k: t for k, t in self._auth_cache.items() if t > now}
+            if len(self._auth_cache) >= 10_000:
+                self._auth_cache.clear()
         self._auth_cache[key] = now + 60
         return rev
 
