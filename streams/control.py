@@ -158,7 +158,7 @@ def control_middleware(tokens: ControlTokens, refusals=None):
                       "disabled" if verdict.error == DISABLED else "forbidden")
             if refusals is not None:
                 refusals.labels(reason).inc()
-            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, reason)
+            log.warning("refused %s %s: %s", request.method, request.path, reason)  # no client address (PII)
             return web.json_response({"error": verdict.error}, status=verdict.status,
                                      headers=refusal_headers(verdict))
         request[ACTOR] = verdict.actor
