@@ -110,8 +110,10 @@ def cmd_worker(args) -> int:
 
         build_policy(settings)
         check_drift_settings(settings)
-        _kafka_security(settings)
         from loopline.streams.control import ControlTokens
+        from loopline.streams.kafka_security import kafka_security
+
+        kafka_security(settings).faust_credentials()  # also loads the TLS files: a bad one is a sentence here
 
         ControlTokens.from_settings(settings)
     except (ValueError, LooplineError) as exc:

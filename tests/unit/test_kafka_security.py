@@ -250,3 +250,14 @@ def test_worker_command_refuses_a_bad_combination_with_a_sentence(monkeypatch, c
     with pytest.raises(SystemExit) as exit_:
         cli.main(["worker"])
     assert exit_.value.code == 2 and "LOOPLINE_KAFKA_SASL_USERNAME" in capsys.readouterr().err
+
+
+def test_worker_command_names_a_tls_file_that_does_not_load(tmp_path, monkeypatch, capsys):
+    from loopline.connectors.cli import main as cli
+
+    monkeypatch.setenv("LOOPLINE_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("LOOPLINE_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("LOOPLINE_KAFKA_SSL_CA_FILE", str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["worker"])
+    assert exit_.value.code == 2 and "TLS files" in capsys.readouterr().err
