@@ -143,16 +143,22 @@ class EmbeddedBroker:
         self.stop()
 
 
+def admin_config(bootstrap: str, security: dict | None = None) -> dict:
+    """The topic-creation admin client's librdkafka configuration."""
+    return {"bootstrap.servers": bootstrap, **(security or {})}
+
+
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1,
-                  compacted: Iterable[str] = (), timeout: float = 30.0) -> list[str]:
+                  compacted: Iterable[str] = (), timeout: float = 30.0, security: dict | None = None) -> list[str]:
     """Create topics that do not exist yet and wait until the broker lists them all.
 
-    Returns the names that were created. Raises :class:`BrokerError` on failure.
+    Returns the names that were created. Raises :class:`BrokerError` on failure. ``security``:
+    the librdkafka security entries (``kafka_security(settings).librdkafka()``) for a secured cluster.
     """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap, security))
     names = list(names)
     compacted = set(compacted)
     try:

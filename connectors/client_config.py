@@ -55,8 +55,11 @@ class ClientConfig:
     def from_settings(cls, settings: Settings) -> ClientConfig:
         if not settings.kafka_bootstrap:
             raise ValueError("no broker configured: set LOOPLINE_KAFKA_BOOTSTRAP (host:port)")
+        from loopline.streams.kafka_security import kafka_security
+
         return cls(bootstrap_servers=settings.kafka_bootstrap, topic_namespace=settings.topic_namespace,
                    schema_registry_url=settings.schema_registry_url,
+                   kafka=MappingProxyType(kafka_security(settings).librdkafka()),
                    max_clock_skew_seconds=settings.max_clock_skew_seconds,
                    session_timeout_seconds=settings.session_timeout_seconds)
 

@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
 from loopline.streams.confluent import build_serde
+from loopline.streams.control import worker_control_middleware
+from loopline.streams.kafka_security import kafka_security
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.learning.metrics import LearningMetrics
 from loopline.streams.metrics import WorkerMetrics
@@ -183,6 +185,8 @@ class LooplineWorker:
             web_host=s.web_host,
             web_port=s.web_port,
             web_in_thread=False,
+            web_application_options={"middlewares": [worker_control_middleware(self)]},  # docs/security.md
+            broker_credentials=kafka_security(s).faust_credentials(),  # SASL / TLS, docs/security.md
         )
         names = s.topics
         kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",

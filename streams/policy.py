@@ -6,9 +6,11 @@ policy in force stays.
 
 - **File watch**: with ``LOOPLINE_POLICY_FILE`` set, the worker re-reads the file
   every ``policy_watch_seconds`` and applies it when its content changed.
-- **HTTP**: ``POST /policy`` with the TOML as the body (what ``loopline policy
-  apply FILE`` sends to each worker) → 200 with the versions, or 400 with the
-  error. ``GET /policy`` shows the version in force, the overlays and the
+- **HTTP**: ``POST /policy`` with the TOML as the body and ``Authorization:
+  Bearer <token>`` (what ``loopline policy apply FILE`` sends to each worker) →
+  200 with the versions, or 400 with the error; no token 401, a wrong one 403,
+  and nothing changes (``loopline.streams.control``). The token's name is the
+  change's ``actor``. ``GET /policy`` shows the version in force, the overlays and the
   effective auto-tier thresholds per model.
 - **Overlays** (drift tightening, the autopilot) call ``PolicyHolder.set_overlay``
   and then :meth:`PolicyRuntime.log_change`.
@@ -33,6 +35,7 @@ from loopline.processors.errors import ConfigError
 from loopline.processors.policy.policy import PolicyChange
 from loopline.processors.routing.router import OutputRecord
 from loopline.processors.wire.names import POLICY_EVENT
+from loopline.streams.control import ACTOR
 
 log = logging.getLogger("loopline.policy")
 
@@ -65,20 +68,25 @@ class PolicyRuntime:
                 text = await request.text()
                 if not text.strip():
                     return self.json({"error": "the request body must be the policy file (TOML)"}, status=400)
-                status, body = await runtime.apply_text(text, source="http")
+                actor = request.get(ACTOR)
+                if not actor:  # the control middleware sets it; never change state without it
+                    return self.json({"error": "this request changes state: send Authorization: Bearer <token>"},
+                                     status=401)
+                status, body = await runtime.apply_text(text, source="http", actor=actor)
                 return self.json(body, status=status)
 
     # ---------------------------------------------------------------- changes
-    async def apply_text(self, text: str, source: str) -> tuple[int, dict]:
+    async def apply_text(self, text: str, source: str, actor: str = "") -> tuple[int, dict]:
+        """Validate and apply ``text``; ``actor`` (the control token's name) goes into the policy event."""
         holder = self.worker.policy
         try:
             change = holder.replace(text, source=source)
         except ConfigError as exc:
             await self.log_change(PolicyChange(holder.version, holder.version, _now_ms(), source, False,
-                                               kind="rejected", detail=str(exc)))
+                                               kind="rejected", detail=str(exc)), actor=actor)
             return 400, {"error": str(exc), "field": exc.field, "version_in_force": holder.version}
         if change.changed:
-            await self.log_change(change)
+            await self.log_change(change, actor=actor)
         return 200, {"old_version": change.old_version, "new_version": change.new_version,
                      "changed": change.changed, "worker": self.worker.worker_id}
 
@@ -95,20 +103,20 @@ class PolicyRuntime:
             return
         await self.apply_text(text, source=str(self.path))
 
-    async def log_change(self, change: PolicyChange) -> None:
-        """Publish ``change`` as a PolicyEvent, count it and log it."""
+    async def log_change(self, change: PolicyChange, actor: str = "") -> None:
+        """Publish ``change`` as a PolicyEvent, count it and log it; ``actor`` names who sent it (HTTP)."""
         w = self.worker
         event = {
             "event_id": uuid.uuid4().hex, "kind": change.kind, "worker": w.worker_id,
             "old_version": change.old_version, "new_version": change.new_version, "source": change.source,
             "model_name": change.model, "overlay": change.overlay, "evidence": dict(change.evidence),
-            "detail": change.detail, "changed_at": change.changed_at_ms,
+            "detail": change.detail, "changed_at": change.changed_at_ms, "actor": actor,
         }
         self.changes.labels(change.kind).inc()
         self.recent = (self.recent + [event])[-20:]
         level = logging.ERROR if change.kind == "rejected" else logging.INFO
-        log.log(level, "policy %s: %s -> %s (%s)%s", change.kind, change.old_version, change.new_version,
-                change.source, f": {change.detail}" if change.detail else "")
+        log.log(level, "policy %s: %s -> %s (%s%s)%s", change.kind, change.old_version, change.new_version,
+                change.source, f" by {actor}" if actor else "", f": {change.detail}" if change.detail else "")
         await w.publish([OutputRecord("policy_events", w.worker_id.encode(), w.serde.encode(POLICY_EVENT, event))])
 
     def describe(self) -> dict:

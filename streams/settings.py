@@ -6,6 +6,7 @@ environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,7 +58,32 @@ class Settings(BaseSettings):
     review_max_tasks: int = Field(100_000, ge=1, description="waiting tasks kept by the review server; the least urgent beyond it are dropped")
     review_masked_features: tuple[str, ...] = Field(("country", "account_age_days"), description="feature names masked for reviewers without PII clearance")
     review_session_seconds: float = Field(43200, gt=0, description="login session lifetime")
+    # review login hardening (docs/security.md)
+    review_session_idle_seconds: float = Field(1800, gt=0, description="a review session unused this long ends")
+    review_max_sessions: int = Field(10_000, ge=1, description="live review sessions kept; the least recently used ends beyond it")
+    review_login_max_failures: int = Field(10, ge=1, description="failed logins per account within the window before it is locked for a window (429)")
+    review_login_max_failures_per_address: int = Field(30, ge=1, description="failed logins per client address within the window before it is locked for a window (429)")
+    review_login_window_seconds: float = Field(900, gt=0, description="failed-login counting window")
+    review_login_lockout_seconds: float = Field(900, gt=0, description="how long a locked account or address is refused (429 + Retry-After)")
+    review_login_table_max: int = Field(10_000, ge=1, description="accounts and addresses tracked by the login throttle (each); the least recently failed are forgotten beyond it")
+    review_trust_forwarded_for: bool = Field(False, description="take the client address from the last X-Forwarded-For entry (only behind your own reverse proxy)")
+    review_tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) for serving the review server over HTTPS; needs review_tls_key_file")
+    review_tls_key_file: Path | None = Field(None, description="PEM private key of review_tls_cert_file")
     snapshot_hmac_key: SecretStr = Field(SecretStr(DEV_KEY), description="key for model snapshot HMACs")
+    # who may change what (docs/security.md)
+    control_tokens: SecretStr = Field(SecretStr(""), description="bearer tokens for the worker's state-changing endpoints (POST /policy), as name:token,name2:token2; none = those endpoints refuse every request")
+    control_token_file: Path | None = Field(None, description="file with one name:token per line, read at start in addition to LOOPLINE_CONTROL_TOKENS")
+    control_token: SecretStr | None = Field(None, description="client side: the bearer token `loopline policy apply` sends (or --token-file)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="how every Loopline Kafka client talks to the brokers")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field("SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (with SASL_PLAINTEXT / SASL_SSL)")
+    kafka_ssl_ca_file: Path | None = Field(None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = the system's trust store")
+    kafka_ssl_cert_file: Path | None = Field(None, description="PEM client certificate for mutual TLS (with SSL / SASL_SSL)")
+    kafka_ssl_key_file: Path | None = Field(None, description="PEM private key of kafka_ssl_cert_file")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="password of kafka_ssl_key_file, if it is encrypted")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify that the broker certificate names the host connected to (turn off only for tests)")
+    # drift detection (the "drift" agent; see README "Drift detection")
     # drift detection (the "drift" agent; see docs/drift.md)
     drift_bucket_ms: int = Field(5000, ge=100, description="event-time bucket; a bucket is evaluated once, when the watermark passes it")
     drift_reference_events: int = Field(5000, ge=100, description="first N predictions of a model version form its reference")

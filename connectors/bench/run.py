@@ -27,6 +27,7 @@ from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaCatalogue, schema_dir
 from loopline.processors.wire.serde import DECISION_BATCH, AvroSerde
+from loopline.streams.kafka_security import client_config
 from loopline.streams.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -101,8 +102,8 @@ def _read_decisions(s: Settings, serde: AvroSerde, want: int, timeout: float, on
     """Consume the decisions topic until ``want`` decisions; returns (count, first decided_at, last decided_at)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-read-{time.time_ns()}",
-                  "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+    c = Consumer(client_config(s, {"group.id": f"bench-read-{time.time_ns()}", "enable.auto.commit": False,
+                                   "fetch.wait.max.ms": 20}))
     c.assign([TopicPartition(s.topics.decisions, p, 0) for p in range(s.partitions)])
     n, lo, hi = 0, None, None
     deadline = time.monotonic() + timeout

@@ -63,6 +63,14 @@ def cmd_drift_baseline(args) -> int:
     return 0
 
 
+def baseline_consumer_config(settings, timeout: float) -> dict:
+    """The librdkafka configuration `loopline drift baseline` reads predictions with (a throw-away group)."""
+    from loopline.streams.kafka_security import client_config
+
+    return client_config(settings, {"group.id": f"loopline-baseline-{time.time_ns()}", "enable.auto.commit": False,
+                                    "socket.timeout.ms": int(timeout * 1000)})
+
+
 def build_baseline(settings, topic: str, model: str | None, version: str | None, n_events: int,
                    progress=None, timeout: float = 10.0):
     """Read ``topic`` to its current end and return ``(ReferenceProfile, stats)``; raise BaselineFailure."""
@@ -76,8 +84,7 @@ def build_baseline(settings, topic: str, model: str | None, version: str | None,
     from loopline.streams.drift.extension import drift_config
 
     serde = build_serde(settings)
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"loopline-baseline-{time.time_ns()}",
-                  "enable.auto.commit": False, "socket.timeout.ms": int(timeout * 1000)})
+    c = Consumer(baseline_consumer_config(settings, timeout))
     stats = {"records": 0, "skipped": 0, "predictions": 0}
     builder = None
     try:

@@ -59,6 +59,17 @@ def cmd_broker(args) -> int:
     return 0
 
 
+def _kafka_security(settings) -> dict:
+    """The librdkafka security entries of ``settings``; a bad combination ends the command (exit 2)."""
+    from loopline.processors.errors import ConfigError
+    from loopline.streams.kafka_security import kafka_security
+
+    try:
+        return kafka_security(settings).librdkafka()
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def _install_stop_handlers() -> dict:
     stop = {"now": False}
 
@@ -78,7 +89,8 @@ def cmd_topics(args) -> int:
     _require_bootstrap(settings)
     try:
         created = create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
-                                settings.replication_factor, compacted=settings.topics.compacted())
+                                settings.replication_factor, compacted=settings.topics.compacted(),
+                                security=_kafka_security(settings))
     except BrokerError as exc:
         fail(str(exc))
     print(f"{len(created)} topics created, {len(settings.topics.all()) - len(created)} existed already")
@@ -98,6 +110,12 @@ def cmd_worker(args) -> int:
 
         build_policy(settings)
         check_drift_settings(settings)
+        from loopline.streams.control import ControlTokens
+        from loopline.streams.kafka_security import kafka_security
+
+        kafka_security(settings).faust_credentials()  # also loads the TLS files: a bad one is a sentence here
+
+        ControlTokens.from_settings(settings)
     except (ValueError, LooplineError) as exc:
         fail(str(exc))
     run_worker(settings)
@@ -113,6 +131,9 @@ def cmd_up(args) -> int:
     if "LOOPLINE_AGENTS" not in os.environ:  # one process runs everything, including the (single) learner
         settings = settings.model_copy(update={"agents": "route,feedback,drift,learn"})
     broker = None
+    if not settings.kafka_bootstrap and settings.kafka_security_protocol != "PLAINTEXT":
+        fail("the embedded broker speaks PLAINTEXT only: unset LOOPLINE_KAFKA_SECURITY_PROTOCOL "
+             "or set LOOPLINE_KAFKA_BOOTSTRAP to a secured cluster")
     if not settings.kafka_bootstrap:
         try:
             broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
@@ -121,7 +142,8 @@ def cmd_up(args) -> int:
         settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
     try:
         create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
-                      settings.replication_factor, compacted=settings.topics.compacted())
+                      settings.replication_factor, compacted=settings.topics.compacted(),
+                      security=_kafka_security(settings))
         from loopline.connectors.review.embedded import start_review_server
 
         review, _ = start_review_server(settings)

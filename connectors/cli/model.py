@@ -66,6 +66,7 @@ def cmd_model(args, settings=None, out=None) -> int:
 class ModelOps:
     def __init__(self, settings) -> None:
         from loopline.streams.confluent import build_serde
+        from loopline.streams.kafka_security import kafka_security
         from loopline.streams.learning.kafka_io import read_to_end
 
         self.settings = settings
@@ -73,7 +74,7 @@ class ModelOps:
         self.key = settings.snapshot_hmac_key.get_secret_value().encode()
         topic = settings.topics.model_updates
         try:
-            msgs = read_to_end(settings.kafka_bootstrap, topic)
+            msgs = read_to_end(settings.kafka_bootstrap, topic, security=kafka_security(settings).librdkafka())
         except Exception as exc:
             raise ModelCommandError(f"cannot read {topic} from {settings.kafka_bootstrap}: {exc}", EXIT_USAGE) from exc
         self.updates: list[dict] = []
@@ -140,7 +141,7 @@ class ModelOps:
         up = {**source, "role": "champion", "version": version, "parent_version": parent,
               "metrics": {**source["metrics"], **extra}, "hmac_sha256": sign(source["model_bytes"], self.key),
               "published_at": int(dt.datetime.now(dt.UTC).timestamp() * 1000)}
-        p = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
+        p = Producer(champion_producer_config(self.settings))
         errors = []
         p.produce(self.settings.topics.model_updates, key=update_key(up["model_name"], "champion"),
                   value=self.serde.encode(MODEL_UPDATE, up), on_delivery=lambda err, msg: err and errors.append(err))
@@ -201,3 +202,10 @@ class ModelOps:
 
 def _ts(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def champion_producer_config(settings) -> dict:
+    """The librdkafka configuration `loopline model promote|rollback` publishes the champion with."""
+    from loopline.streams.kafka_security import client_config
+
+    return client_config(settings, {"enable.idempotence": True})

@@ -27,9 +27,12 @@ def _workers(args) -> list[str]:
     return [f"http://{s.web_host}:{s.web_port}"]
 
 
-def _request(url: str, data: bytes | None = None, timeout: float = 10.0) -> tuple[int, dict]:
+def _request(url: str, data: bytes | None = None, timeout: float = 10.0, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "text/plain; charset=utf-8"} if data else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",  # noqa: S310 (http(s) URL of a worker named by the operator)
-                                 headers={"Content-Type": "text/plain; charset=utf-8"} if data else {})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (same URL)
             return resp.status, json.loads(resp.read() or b"{}")
@@ -76,12 +79,33 @@ def cmd_policy_example(args) -> int:
     return EXIT_OK
 
 
+def control_token(token_file: str | None) -> str | None:
+    """The bearer token for state-changing worker requests: ``--token-file`` (the file holds the
+    token alone), else ``LOOPLINE_CONTROL_TOKEN``; None when neither is set."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(_fail(f"cannot read the token file {token_file}: {exc.__class__.__name__}"))
+        if not token or len(token.split()) != 1:
+            raise SystemExit(_fail(f"the token file {token_file} must hold one token and nothing else"))
+        return token
+    from loopline.streams.settings import Settings
+
+    secret = Settings().control_token
+    return secret.get_secret_value().strip() or None if secret is not None else None
+
+
 def cmd_policy_apply(args) -> int:
     text = _read_policy(args.file).encode()
+    token = control_token(args.token_file)
+    if token is None:
+        print("loopline: no control token (--token-file or LOOPLINE_CONTROL_TOKEN): workers will refuse the change",
+              file=sys.stderr)
     code = EXIT_OK
     for w in _workers(args):
         try:
-            status, body = _request(f"{w}/policy", data=text)
+            status, body = _request(f"{w}/policy", data=text, token=token)
         except (urllib.error.URLError, OSError) as exc:
             print(f"{w}: unreachable ({exc}); its policy is unchanged", file=sys.stderr)
             code = EXIT_WORKER
@@ -124,7 +148,8 @@ def format_status(url: str, policy: dict, stats: dict) -> str:
                      f"delta={o['min_confidence_delta']:+g} audit_rate={o['audit_rate']} "
                      f"delta={o['audit_rate_delta']:+g}" + (f" [{ev}]" if ev else ""))
     for c in (policy.get("recent_changes") or [])[-5:]:
-        lines.append(f"  change {c['kind']}: {c['old_version']} -> {c['new_version']} ({c['source']})"
+        lines.append(f"  change {c['kind']}: {c['old_version']} -> {c['new_version']} ({c['source']}"
+                     + (f" by {c['actor']})" if c.get("actor") else ")")
                      + (f": {c['detail']}" if c.get("detail") else ""))
     extra = stats.get("calibration")
     if extra is not None:
@@ -182,6 +207,7 @@ def add_policy_commands(sub) -> None:
     a = ps.add_parser("apply", help="validate FILE, then make it the policy of each worker")
     a.add_argument("file")
     a.add_argument("--worker", action="append", help=worker_help)
+    a.add_argument("--token-file", help="file holding the control bearer token (default: LOOPLINE_CONTROL_TOKEN)")
     a.set_defaults(func=cmd_policy_apply)
     s = ps.add_parser("status", help="policy version, thresholds, overlays and recent changes per worker")
     s.add_argument("--worker", action="append", help=worker_help)

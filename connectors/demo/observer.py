@@ -15,6 +15,7 @@ from loopline.connectors.simulator import FraudTraffic, SimulatedReviewers
 from loopline.processors.routing.router import iter_decisions
 from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
+from loopline.streams.kafka_security import client_config
 from loopline.streams.settings import Settings
 
 TIER_CODE = {"auto": 0, "review": 1, "escalate": 2}
@@ -36,13 +37,13 @@ class Observer(threading.Thread):
         self.speedup = speedup
         self.serde = AvroSerde(SchemaCatalogue.load())
         t = settings.topics
-        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{t.namespace}-demo-observer",
-                                  "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+        self.consumer = Consumer(client_config(settings, {"group.id": f"{t.namespace}-demo-observer",
+                                                          "enable.auto.commit": False, "fetch.wait.max.ms": 50}))
         parts = range(settings.partitions)
         self.consumer.assign([TopicPartition(topic, p, 0) for topic in
                               (t.decisions, t.review_analyst, t.review_escalation, t.dead_letter) for p in parts])
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random", "log_level": 4,
-                                  "enable.idempotence": True, "linger.ms": 20})
+        self.producer = Producer(client_config(settings, {"partitioner": "murmur2_random", "log_level": 4,
+                                                          "enable.idempotence": True, "linger.ms": 20}))
         self.n = n
         self.tier = np.full(n, -1, dtype=np.int8)
         self.confidence = np.zeros(n, dtype=np.float32)

@@ -27,6 +27,7 @@ from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.connectors.simulator import FraudTraffic, SimulatedReviewers, default_reviewers
 from loopline.processors.errors import BrokerError
+from loopline.streams.kafka_security import kafka_security
 from loopline.streams.settings import Settings
 
 SHIFT_AT, DRIFT_AT = 0.4, 0.7
@@ -65,7 +66,8 @@ def run_demo(args) -> int:
     worker = None
     review = None
     try:
-        create_topics(bootstrap, settings.topics.all(), settings.partitions, compacted=settings.topics.compacted())
+        create_topics(bootstrap, settings.topics.all(), settings.partitions, compacted=settings.topics.compacted(),
+                      security=kafka_security(settings).librdkafka())
         print(f"[demo] broker {bootstrap}{' (embedded)' if broker else ''}; starting worker ...", flush=True)
         worker = WorkerProcess(settings, out / "worker.log").start()
         print(f"[demo] worker ready: {worker.base_url}/metrics", flush=True)

@@ -2,7 +2,10 @@
 
 ``build_app(settings)`` wires store, Kafka feed and publisher; :class:`ReviewServer` runs it on
 a background thread (tests, embedding) and ``run_review_server`` in the foreground (CLI).
-Authentication: a signed session cookie from the login form, or HTTP Basic on any request.
+Authentication: a server-side session (``sessions``) whose random id is the cookie set by the
+login form, or HTTP Basic on any request; both go through the failed-login throttle
+(``throttle``: 429 + ``Retry-After``). Logout ends the session on the server. With
+``tls_cert_file``/``tls_key_file`` the server speaks HTTPS and the cookie is ``Secure``.
 """
 from __future__ import annotations
 
@@ -10,25 +13,26 @@ import asyncio
 import base64
 import binascii
 import json
+import ssl
 import threading
 import time
 from urllib.parse import quote
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from loopline.connectors.review import pages
-from loopline.connectors.review.auth import SessionSigner
 from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
 from loopline.connectors.review.pg_store import open_store
 from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
+from loopline.connectors.review.sessions import SessionRegistry
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
 from loopline.connectors.review.store import ReviewStore
 
 COOKIE = "loopline_review"
 _PUBLIC = {"/login", "/metrics", "/healthz"}
 SERVICE = web.AppKey("service", ReviewService)
-SIGNER = web.AppKey("signer", SessionSigner)
+SESSIONS = web.AppKey("sessions", SessionRegistry)
 FEED = web.AppKey("feed", TaskFeed)
 REVIEWER = web.RequestKey("reviewer", dict) if hasattr(web, "RequestKey") else "reviewer"
 
@@ -37,7 +41,18 @@ def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 
 
+def client_address(request: web.Request) -> str:
+    """The address the login throttle counts: the peer, or with ``trust_forwarded_for`` the last
+    ``X-Forwarded-For`` entry (the one your own proxy appended)."""
+    if request.app[SERVICE].settings.trust_forwarded_for:
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1][:64]
+    return request.remote or "unknown"
+
+
 def _reviewer_from(request: web.Request) -> dict | None:
+    """The reviewer of the request's Basic credentials or session; raises ``LoginThrottled``."""
     service = request.app[SERVICE]
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("basic "):
@@ -45,10 +60,10 @@ def _reviewer_from(request: web.Request) -> dict | None:
             name, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        return service.authenticate(name, password)
+        return service.login(name, password, client_address(request), method="basic")
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        name = request.app[SIGNER].verify(cookie, time.time())
+        name = request.app[SESSIONS].lookup(cookie, time.time())
         if name:
             return service.reviewer(name)  # None once the reviewer is removed
     return None
@@ -57,23 +72,25 @@ def _reviewer_from(request: web.Request) -> dict | None:
 @web.middleware
 async def auth_and_errors(request: web.Request, handler):
     reviewer = None
-    if request.path not in _PUBLIC:
-        reviewer = _reviewer_from(request)
-        if reviewer is None:
-            if _is_api(request):
-                return web.json_response({"error": "Log in first: send HTTP Basic credentials or a session cookie."},
-                                         status=401, headers={"WWW-Authenticate": 'Basic realm="loopline-review"'})
-            return web.Response(text=pages.login_page("Log in to see the review queues."), status=401,
-                                content_type="text/html")
-        request[REVIEWER] = reviewer
     try:
+        if request.path not in _PUBLIC:
+            reviewer = _reviewer_from(request)
+            if reviewer is None:
+                if _is_api(request):
+                    return web.json_response({"error": "Log in first: send HTTP Basic credentials or a session cookie."},
+                                             status=401, headers={"WWW-Authenticate": 'Basic realm="loopline-review"'})
+                return web.Response(text=pages.login_page("Log in to see the review queues."), status=401,
+                                    content_type="text/html")
+            request[REVIEWER] = reviewer
         return await handler(request)
     except ReviewError as exc:
         message = str(exc)
+        retry = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry)} if retry is not None else None
         if _is_api(request):
-            return web.json_response({"error": message}, status=exc.status)
+            return web.json_response({"error": message}, status=exc.status, headers=headers)
         return web.Response(text=pages.error_page(exc.status, message, reviewer), status=exc.status,
-                            content_type="text/html")
+                            content_type="text/html", headers=headers)
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -87,17 +104,24 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    reviewer = request.app[SERVICE].authenticate(str(form.get("name", "")), str(form.get("password", "")))
+    reviewer = request.app[SERVICE].login(str(form.get("name", "")), str(form.get("password", "")),
+                                          client_address(request), method="form")
     if reviewer is None:
         return _html(pages.login_page("Unknown name or wrong password."), status=401)
     resp = web.Response(status=303, headers={"Location": "/"})
-    signer = request.app[SIGNER]
-    resp.set_cookie(COOKIE, signer.sign(reviewer["name"], time.time()), httponly=True, samesite="Strict",
-                    max_age=int(signer.max_age_seconds), path="/")
+    sessions = request.app[SESSIONS]
+    now = time.time()
+    sessions.sweep(now)
+    resp.set_cookie(COOKIE, sessions.start(reviewer["name"], now), httponly=True, samesite="Strict",
+                    max_age=int(sessions.max_age_seconds), path="/", secure=request.secure)
     return resp
 
 
 async def logout(request: web.Request) -> web.Response:
+    """End the session on the server (its cookie is worthless from now on, wherever a copy is)."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        request.app[SESSIONS].end(cookie)
     resp = web.Response(status=303, headers={"Location": "/login"})
     resp.del_cookie(COOKIE, path="/")
     return resp
@@ -196,11 +220,15 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
     """The aiohttp app. Without ``store``/``publisher`` they are built from ``settings``."""
     store = store or open_store(settings)
     if publisher is None:
-        publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic)
+        publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic,
+                                        security=settings.kafka_security)
     service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))
     app = web.Application(middlewares=[auth_and_errors], client_max_size=64 * 1024)
     app[SERVICE] = service
-    app[SIGNER] = SessionSigner(settings.session_key, settings.session_seconds)
+    sessions = SessionRegistry(settings.session_seconds, settings.session_idle_seconds, settings.max_sessions)
+    app[SESSIONS] = sessions
+    Gauge("loopline_review_sessions", "live review login sessions",
+          registry=service.metrics.registry).set_function(lambda: len(sessions))
     app.add_routes([
         web.get("/login", login_form), web.post("/login", login), web.post("/logout", logout),
         web.get("/", index), web.get("/queue/{queue}", queue_view),
@@ -240,7 +268,8 @@ class ReviewServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
+        scheme = "https" if self.settings.tls_cert_file else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.port}"
 
     @property
     def service(self) -> ReviewService:
@@ -256,7 +285,8 @@ class ReviewServer:
         async def go() -> None:
             self._runner = web.AppRunner(self.app, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+            await web.TCPSite(self._runner, self.settings.host, self.settings.port,
+                              ssl_context=server_ssl_context(self.settings)).start()
 
         asyncio.run_coroutine_threadsafe(go(), self._loop).result(30)
         return self
@@ -274,7 +304,27 @@ class ReviewServer:
         self.stop()
 
 
+def server_ssl_context(settings: ReviewSettings) -> ssl.SSLContext | None:
+    """The HTTPS context from ``tls_cert_file``/``tls_key_file`` (TLS 1.2+), or None for plain HTTP.
+
+    Raises ``ReviewError`` (status 500, a startup error) when only one is set or the files do not load.
+    """
+    if not settings.tls_cert_file and not settings.tls_key_file:
+        return None
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ReviewError(500, "LOOPLINE_REVIEW_TLS_CERT_FILE and LOOPLINE_REVIEW_TLS_KEY_FILE go together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ReviewError(500, f"cannot load the review server's TLS certificate or key: {exc}") from None
+    return ctx
+
+
 def run_review_server(settings: ReviewSettings) -> None:
     """Foreground server until Ctrl-C / SIGTERM."""
-    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None,
-                print=lambda *_: print(f"review server on http://{settings.host}:{settings.port}", flush=True))
+    context = server_ssl_context(settings)
+    scheme = "https" if context else "http"
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None, ssl_context=context,
+                print=lambda *_: print(f"review server on {scheme}://{settings.host}:{settings.port}", flush=True))

@@ -39,7 +39,8 @@ def _store(rs):
 
 # ---------------------------------------------------------------- server
 def cmd_review_server(args) -> int:
-    from loopline.connectors.review.app import run_review_server
+    from loopline.connectors.review.app import run_review_server, server_ssl_context
+    from loopline.connectors.review.service import ReviewError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     rs = _review_settings(**overrides)
@@ -49,6 +50,10 @@ def cmd_review_server(args) -> int:
     if not store.reviewers():
         print("note: no reviewers yet; add one with `loopline reviewers add NAME --role analyst`", file=sys.stderr)
     store.close()
+    try:
+        server_ssl_context(rs)  # a bad TLS setting is one sentence, before anything starts
+    except ReviewError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     run_review_server(rs)
     return 0
 

@@ -65,7 +65,8 @@ class ReviewerClient:
         rs = ReviewSettings(bootstrap=cfg.bootstrap_servers, namespace=cfg.topic_namespace)
         self.group_id = group_id or f"{rs.namespace}-reviewer-client-{queue}"
         self._serde = AvroSerde(SchemaCatalogue.load())
-        self._publisher = CorrectionPublisher(cfg.bootstrap_servers, rs.corrections_topic, self._serde)
+        self._publisher = CorrectionPublisher(cfg.bootstrap_servers, rs.corrections_topic, self._serde,
+                                              security=dict(cfg.kafka))
         self._consumer = Consumer(cfg.kafka_config(**{
             "group.id": self.group_id, "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": int(cfg.session_timeout_seconds * 1000)}))

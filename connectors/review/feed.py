@@ -22,9 +22,20 @@ from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 log = logging.getLogger(__name__)
 
 
-def producer_config(bootstrap: str) -> dict:
+def producer_config(bootstrap: str, security: dict | None = None) -> dict:
+    """The correction publisher's librdkafka configuration; ``security`` from ``KafkaSecurity.librdkafka()``."""
     return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "partitioner": "murmur2_random",
-            "linger.ms": 5}
+            "linger.ms": 5, **(security or {})}
+
+
+def feed_consumer_config(settings: ReviewSettings) -> dict:
+    """The task feed's librdkafka configuration (group ``<namespace>-review-server``, manual offset store)."""
+    return {
+        "bootstrap.servers": settings.bootstrap, "group.id": settings.group_id,
+        "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
+        "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+        "fetch.wait.max.ms": 100, **settings.kafka_security,
+    }
 
 
 def correction_for(task: dict, reviewer_id: str, action: str, corrected_label: str | None, note: str | None,
@@ -41,12 +52,13 @@ def correction_for(task: dict, reviewer_id: str, action: str, corrected_label: s
 class CorrectionPublisher:
     """Publishes CorrectionEvents keyed by event_id (murmur2, idempotent) and waits for the broker."""
 
-    def __init__(self, bootstrap: str, topic: str, serde: AvroSerde | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, serde: AvroSerde | None = None,
+                 security: dict | None = None) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
-        self.serde = serde or AvroSerde(SchemaCatalogue.load())
-        self._producer = Producer(producer_config(bootstrap))
+        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self._producer = Producer(producer_config(bootstrap, security))
         self._lock = threading.Lock()
 
     def publish(self, correction: dict, timeout: float = 15.0) -> None:
@@ -93,12 +105,7 @@ class TaskFeed(threading.Thread):
         from confluent_kafka import Consumer
 
         try:
-            consumer = Consumer({
-                "bootstrap.servers": self.settings.bootstrap, "group.id": self.settings.group_id,
-                "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
-                "session.timeout.ms": int(self.settings.session_timeout_seconds * 1000),
-                "fetch.wait.max.ms": 100,
-            })
+            consumer = Consumer(feed_consumer_config(self.settings))
             consumer.subscribe([self.settings.topic_of_queue(q) for q in QUEUES],
                                on_assign=lambda c, parts: self.assigned.set())
         except Exception as exc:  # reported through /readyz and the log

@@ -19,6 +19,7 @@ import asyncio
 import copy
 import hashlib
 import logging
+import math
 import os
 import time
 
@@ -29,6 +30,7 @@ from loopline.connectors.review.auth import ROLES, hash_password, verify_passwor
 from loopline.connectors.review.feed import correction_for
 from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
 from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound
+from loopline.connectors.review.throttle import LoginThrottle
 from loopline.processors.errors import LooplineError
 
 log = logging.getLogger("loopline.review")
@@ -49,6 +51,14 @@ class ReviewError(LooplineError):
         self.status = status
 
 
+class LoginThrottled(ReviewError):
+    """Too many failed logins for the account or the address: 429 with ``retry_after`` whole seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(429, f"Too many failed logins: try again in {self.retry_after} seconds.")
+
+
 class ReviewMetrics:
     """Metrics on an injected ``CollectorRegistry``; queue gauges and store counters read at scrape."""
 
@@ -60,6 +70,11 @@ class ReviewMetrics:
                                  buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
         self.bad_records = Counter("loopline_review_bad_records_total", "undecodable records on review topics",
                                    registry=registry)
+        self.logins = Counter("loopline_review_logins_total",
+                              "login attempts by method (form, basic) and outcome (success, failure, throttled)",
+                              ["method", "outcome"], registry=registry)
+        self.lockouts = Counter("loopline_review_lockouts_total",
+                                "failed-login locks started, by scope (account, address)", ["scope"], registry=registry)
         registry.register(_StoreCollector(store))
 
 
@@ -113,6 +128,10 @@ class ReviewService:
         self.publisher = publisher
         self.metrics = metrics
         self._auth_cache: dict[tuple[str, bytes], float] = {}
+        self.accounts = LoginThrottle(settings.login_max_failures, settings.login_window_seconds,
+                                      settings.login_table_max, settings.login_lockout_seconds)
+        self.addresses = LoginThrottle(settings.login_max_failures_per_address, settings.login_window_seconds,
+                                       settings.login_table_max, settings.login_lockout_seconds)
 
     # ------------------------------------------------------------ who
     def authenticate(self, name: str, password: str) -> dict | None:
@@ -125,7 +144,37 @@ class ReviewService:
             return rev
         if not verify_password(password, rev["salt"], rev["hash"]):
             return None
+        if len(self._auth_cache) >= 10_000:  # bounded: drop expired entries, then everything if still full
+            self._auth_cache = {k: t for k, t in self._auth_cache.items() if t > now}
+            if len(self._auth_cache) >= 10_000:
+                self._auth_cache.clear()
         self._auth_cache[key] = now + 60
+        return rev
+
+    def login(self, name: str, password: str, address: str, method: str = "form",
+              now: float | None = None) -> dict | None:
+        """:meth:`authenticate` behind the failed-login throttle (``throttle`` module rules).
+
+        Raises :class:`LoginThrottled` while the account or the address is locked (the password
+        is not checked); returns the reviewer, or None for a wrong name or password (counted).
+        """
+        now = time.monotonic() if now is None else now
+        account = name[:256]
+        wait = max(self.accounts.retry_after(account, now), self.addresses.retry_after(address, now))
+        if wait > 0:
+            self.metrics.logins.labels(method, "throttled").inc()
+            raise LoginThrottled(wait)
+        rev = self.authenticate(name, password)
+        if rev is None:
+            self.metrics.logins.labels(method, "failure").inc()
+            for scope, table, key in (("account", self.accounts, account), ("address", self.addresses, address)):
+                if table.failed(key, now):
+                    self.metrics.lockouts.labels(scope).inc()
+                    log.warning("review login: an %s was locked for %.0f s after %d failed logins",
+                                scope, table.lockout_seconds, table.max_failures)
+            return None
+        self.accounts.succeeded(account)
+        self.metrics.logins.labels(method, "success").inc()
         return rev
 
     def reviewer(self, name: str) -> dict | None:

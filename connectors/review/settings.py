@@ -1,7 +1,7 @@
 """Settings of the reviewer tools, built from the project's ``Settings`` plus defaults."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from loopline.processors.wire.names import DEV_KEY
@@ -33,6 +33,17 @@ class ReviewSettings:
     session_key: bytes = DEV_KEY.encode()
     session_timeout_seconds: float = 6.0
     page_size: int = 50
+    kafka_security: dict = field(default_factory=dict)  # librdkafka security entries (streams.kafka_security)
+    session_idle_seconds: float = 1800.0
+    max_sessions: int = 10_000
+    login_max_failures: int = 10
+    login_max_failures_per_address: int = 30
+    login_window_seconds: float = 900.0
+    login_lockout_seconds: float = 900.0
+    login_table_max: int = 10_000
+    trust_forwarded_for: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:
@@ -43,10 +54,11 @@ class ReviewSettings:
             "session_key": settings.snapshot_hmac_key.get_secret_value().encode(),
             "session_timeout_seconds": settings.session_timeout_seconds,
             "policy_file": getattr(settings, "policy_file", None),
+            "kafka_security": _kafka_security(settings),
         }
         for f in fields(cls):
             v = getattr(settings, f"review_{f.name}", None)
-            if v is not None and f.name not in ("bootstrap", "namespace", "session_key"):
+            if v is not None and f.name not in ("bootstrap", "namespace", "session_key", "kafka_security"):
                 values[f.name] = tuple(v) if f.name == "masked_features" else v
         values.update(overrides)
         return cls(**values)
@@ -66,3 +78,12 @@ class ReviewSettings:
         from loopline.streams.topics import TopicNames
 
         return TopicNames(self.namespace).corrections
+
+
+def _kafka_security(settings) -> dict:
+    """The librdkafka security entries of the project's settings ({} for settings without them)."""
+    if not hasattr(settings, "kafka_security_protocol"):
+        return {}
+    from loopline.streams.kafka_security import kafka_security
+
+    return kafka_security(settings).librdkafka()

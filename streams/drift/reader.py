@@ -99,8 +99,7 @@ class DriftReader:
 
         s = self.worker.settings
         names = s.topics
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                    fetch_max_wait_ms=500, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(**reader_kwargs(s))
         await consumer.start()
         try:
             tps = {}
@@ -179,3 +178,11 @@ def register_drift_reader(worker, app: faust.App, rt) -> None:
     @app.task
     async def drift_reader() -> None:
         await reader.run()
+
+
+def reader_kwargs(settings) -> dict:
+    """The drift reader's aiokafka consumer arguments, with the Kafka security settings (no group)."""
+    from loopline.streams.kafka_security import kafka_security
+
+    return {"bootstrap_servers": settings.kafka_bootstrap, "group_id": None, "enable_auto_commit": False,
+            "fetch_max_wait_ms": 500, "auto_offset_reset": "earliest", **kafka_security(settings).aiokafka()}

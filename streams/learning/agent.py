@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from loopline.processors.routing.router import InputRecord
+from loopline.streams.kafka_security import kafka_security
 from loopline.streams.learning.kafka_io import read_to_end
 from loopline.streams.learning.runtime import LearnerRuntime
 
@@ -92,11 +93,13 @@ def register_learner(worker, app: faust.App) -> None:
     @app.task
     async def restore() -> None:
         try:
-            updates = await asyncio.to_thread(read_to_end, s.kafka_bootstrap, names.model_updates)
+            security = kafka_security(s).librdkafka()
+            updates = await asyncio.to_thread(read_to_end, s.kafka_bootstrap, names.model_updates,
+                                              security=security)
             rt.restore(updates)
             parts = range(s.partitions)
             starts = rt.catch_up_starts(parts)
-            msgs = await asyncio.to_thread(read_to_end, s.kafka_bootstrap, names.training, starts)
+            msgs = await asyncio.to_thread(read_to_end, s.kafka_bootstrap, names.training, starts, security=security)
             recs = [InputRecord(m.value(), m.topic(), m.partition(), m.offset(), list(m.headers() or ()), m.key())
                     for m in msgs]
             for i in range(0, len(recs), 2000):

@@ -14,13 +14,18 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"loopline-reader-{uuid.uuid4().hex[:12]}",
-                     "enable.auto.commit": False, "enable.partition.eof": False})
+def reader_config(bootstrap: str, security: dict | None = None) -> dict:
+    """A group-less reader's librdkafka configuration; ``security`` from ``KafkaSecurity.librdkafka()``."""
+    return {"bootstrap.servers": bootstrap, "group.id": f"loopline-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False, "enable.partition.eof": False, **(security or {})}
+
+
+def _consumer(bootstrap: str, security: dict | None = None) -> Consumer:
+    return Consumer(reader_config(bootstrap, security))
 
 
 def read_to_end(bootstrap: str, topic: str, starts: dict[int, int] | None = None, timeout: float = 30.0,
-                grace: float = 1.0) -> list:
+                grace: float = 1.0, security: dict | None = None) -> list:
     """Messages of ``topic`` from ``starts`` (partition -> offset; default: all partitions from the start)
     to the end, in partition order, then offset order.
 
@@ -28,9 +33,10 @@ def read_to_end(bootstrap: str, topic: str, starts: dict[int, int] | None = None
     nothing (or ``grace`` seconds past the watermarks, on a topic that keeps
     growing): the embedded broker reports the watermark of a partition whose
     last produce request carried several records as the last batch's base
-    offset + 1, so the watermark alone misses records.
+    offset + 1, so the watermark alone misses records. ``security``: the librdkafka
+    security entries (``kafka_security(settings).librdkafka()``).
     """
-    c = _consumer(bootstrap)
+    c = _consumer(bootstrap, security)
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         starts = {p: 0 for p in parts} if starts is None else starts
@@ -70,9 +76,9 @@ def read_to_end(bootstrap: str, topic: str, starts: dict[int, int] | None = None
 class UpdateTail:
     """Tails every partition of a topic from the beginning, without a consumer group's split."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: dict | None = None) -> None:
         self.topic = topic
-        self.consumer = _consumer(bootstrap)
+        self.consumer = _consumer(bootstrap, security)
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
 

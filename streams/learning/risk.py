@@ -20,6 +20,7 @@ import faust
 from loopline.processors.errors import DecodeError
 from loopline.processors.learning.scorer import RiskScorer
 from loopline.processors.routing.router import InputRecord, dead_letter
+from loopline.streams.kafka_security import kafka_security
 from loopline.streams.learning.kafka_io import UpdateTail
 from loopline.streams.learning.runtime import warn_dev_key
 
@@ -61,7 +62,7 @@ def register_risk_scorer(worker, app: faust.App) -> None:
         while True:  # a broken consumer is rebuilt (from the start: accept() ignores versions it holds)
             tail = None
             try:
-                tail = await asyncio.to_thread(UpdateTail, s.kafka_bootstrap, topic)
+                tail = await asyncio.to_thread(UpdateTail, s.kafka_bootstrap, topic, kafka_security(s).librdkafka())
                 while True:
                     msgs = await asyncio.to_thread(tail.poll, 500, 0.05)
                     if not msgs:

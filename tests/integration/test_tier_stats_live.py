@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from loopline.connectors.broker import create_topics, free_port
 from loopline.connectors.processes import WorkerProcess, loopline_exe, settings_env
@@ -157,8 +158,12 @@ def test_stats_match_offline_reference_with_one_and_two_workers(loopline_setting
     print(f"\nper-tier events: { {t: a['fraud']['tiers'][t]['events'] for t in a['fraud']['tiers']} }")
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, method="POST")
+CONTROL_TOKEN = "live-test-token-0123456789"
+
+
+def _post(url: str, body: bytes, token: str | None = CONTROL_TOKEN) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -170,9 +175,16 @@ def test_policy_replaced_while_running(loopline_settings, tmp_path):
     """File watch, POST /policy and `loopline policy apply`; invalid policies refused and logged."""
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    s = loopline_settings.model_copy(update={"policy_file": policy, "policy_watch_seconds": 0.5, "agents": "route"})
+    s = loopline_settings.model_copy(update={"policy_file": policy, "policy_watch_seconds": 0.5, "agents": "route",
+                                             "control_tokens": SecretStr(f"live-test:{CONTROL_TOKEN}"),
+                                             "control_token": SecretStr(CONTROL_TOKEN)})
     w = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
+        # 0. without a token, or with a wrong one, nothing changes and nothing is logged as a change
+        v9 = POLICY.replace("stats-test-1", "stats-test-9").encode()
+        assert _post(f"{w.base_url}/policy", v9, token=None)[0] == 401
+        assert _post(f"{w.base_url}/policy", v9, token=CONTROL_TOKEN + "x")[0] == 403
+        assert json.loads(w.get("/policy"))["version"] == "stats-test-1"
         # 1. an invalid policy over HTTP: 400 naming the field, the old one stays
         status, body = _post(f"{w.base_url}/policy", POLICY.replace("audit_rate = 0.05", "audit_rate = 5").encode())
         assert status == 400 and body["field"] == "models.fraud.tiers.auto.audit_rate", body
@@ -210,6 +222,9 @@ def test_policy_replaced_while_running(loopline_settings, tmp_path):
         assert kinds == [("rejected", "stats-test-1"), ("replace", "stats-test-2"), ("replace", "stats-test-3"),
                          ("rejected", "stats-test-3")], kinds
         assert "atuo" in max(logged, key=lambda e: e["changed_at"])["detail"]
+        by_version = {e["new_version"]: e for e in logged if e["kind"] == "replace"}
+        assert by_version["stats-test-2"]["actor"] == "live-test"  # `loopline policy apply` sent the token
+        assert by_version["stats-test-3"]["actor"] == ""  # the file watch has no actor
         assert json.loads(w.get("/policy"))["version"] == "stats-test-3"
         metrics = w.get("/metrics").decode()
         assert 'loopline_policy_changes_total{kind="rejected"} 2.0' in metrics

@@ -219,11 +219,14 @@ def loopline_env_problems(compose: dict, dockerfile_text: str = "") -> list[str]
 
 
 def kafka_internal_listener(compose: dict) -> tuple[str, int]:
-    """(host, port) other containers must use: the advertised inter-broker listener."""
+    """(host, port) other containers must use: the one advertised listener named by the service's
+    host name (the inter-broker listener is bound to 127.0.0.1 inside the container, issue #24)."""
     env = service_env(compose["services"]["kafka"])
     advertised = parse_listeners(env["KAFKA_ADVERTISED_LISTENERS"])
-    name = env.get("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT")
-    assert name in advertised, f"kafka: inter-broker listener {name} is not advertised"
+    hostname = compose["services"]["kafka"].get("hostname", "kafka")
+    named = [n for n, (host, _) in advertised.items() if host == hostname]
+    assert len(named) == 1, f"kafka: {len(named)} advertised listeners name the host {hostname}, expected one"
+    name = named[0]
     bound = parse_listeners(env.get("KAFKA_LISTENERS", ""))
     if bound:
         assert name in bound and bound[name][1] == advertised[name][1], (
