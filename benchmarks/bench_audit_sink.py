@@ -30,7 +30,7 @@ from loopline.connectors.audit.db import AuditDB
 from loopline.connectors.audit.sink import AuditSink
 from loopline.connectors.bench.run import _events, _prefill, _settings, _worker_row
 from loopline.connectors.broker import EmbeddedBroker
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import AvroSerde
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     import psycopg
 
-    serde = AvroSerde(SchemaRegistry.load())
+    serde = AvroSerde(SchemaCatalogue.load())
     n = args.events
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)

@@ -57,7 +57,7 @@ class CorrectionPublisher:
         from confluent_kafka import Producer
 
         self.topic = topic
-        self.serde = serde or AvroSerde(SchemaRegistry.load())
+        self.serde = serde or AvroSerde(SchemaCatalogue.load())
         self._producer = Producer(producer_config(bootstrap, security))
         self._lock = threading.Lock()
 

@@ -19,13 +19,13 @@ from loopline.connectors.audit.db import AuditDB
 from loopline.connectors.audit.queries import PG_TIME_TO_ANSWER_PERCENTILES, ask, history
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, AvroSerde
 from tests.conftest import free_port
 from tests.helpers import read_topic
 from tests.integration.audit_support import get, metric_sum, scratch_postgres, sink_process, wait_for
 
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 TABLES = ("decisions", "review_tasks", "answers", "training_examples")
 
 

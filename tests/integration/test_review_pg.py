@@ -161,10 +161,10 @@ def test_two_review_servers_serve_1000_tasks_to_10_reviewers(loopline_settings, 
 
             msgs = read_topic(s.kafka_bootstrap, s.topics.corrections, lambda m: len(m) >= N_TASKS, timeout=60,
                               settle=2.0)
-            from loopline.processors.wire.catalogue import SchemaRegistry
+            from loopline.processors.wire.catalogue import SchemaCatalogue
             from loopline.processors.wire.serde import AvroSerde
 
-            serde = AvroSerde(SchemaRegistry.load())
+            serde = AvroSerde(SchemaCatalogue.load())
             event_ids = [serde.decode(m.value())[1]["event_id"] for m in msgs]
             assert len(event_ids) == N_TASKS and set(event_ids) == {t["event_id"] for t in tasks}  # none lost
         finally:

@@ -16,11 +16,11 @@ from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.policy.threshold import ThresholdPolicy
 from loopline.processors.routing.router import InputRecord, Router
 from loopline.processors.testing import make_events
-from loopline.processors.wire.catalogue import SchemaRegistry
+from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events
 from loopline.processors.wire.serde import CORRECTION, MODEL_UPDATE, PREDICTION_BATCH, REVIEW_TASK, TRAINING_EXAMPLE, AvroSerde
 
-SERDE = AvroSerde(SchemaRegistry.load())
+SERDE = AvroSerde(SchemaCatalogue.load())
 NOW = 1_800_000_000_000
 
 
