@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     learn_gate_max_logloss_increase: float = Field(0.1, ge=0, description="the gate also blocks a challenger whose holdout log-loss is this much worse")
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
+    publish_stall_seconds: float = Field(60.0, gt=0, description="a batch whose outputs fail to publish for this long turns /readyz red (retries go on)")
+    publish_request_timeout_seconds: float = Field(30.0, gt=0, description="how long the producer waits for the broker to acknowledge one request before it counts as failed (then retried)")
+    dead_letter_max_bytes: int = Field(65536, ge=0, description="bytes of the original value kept in the dead letter of an output that cannot be published")
     log_level: str = "warn"
 
     @property

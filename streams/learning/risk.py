@@ -40,6 +40,9 @@ def register_risk_scorer(worker, app: faust.App) -> None:
         dead = []
         now = time.time()
         for m in messages:
+            if m.value() is None:  # a tombstone: on a compacted topic an ordinary delete, not a snapshot
+                log.debug("tombstone at %s[%d]@%d (a delete)", m.topic(), m.partition(), m.offset())
+                continue
             rec = InputRecord(m.value(), m.topic(), m.partition(), m.offset(), list(m.headers() or ()), m.key())
             try:
                 _, up = worker.serde.decode(m.value())
