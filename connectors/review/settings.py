@@ -61,6 +61,12 @@ class ReviewSettings:
         return t.review_analyst if queue == ANALYST else t.review_escalation
 
     @property
+    def policy_events_topic(self) -> str:
+        from loopline.streams.topics import TopicNames
+
+        return TopicNames(self.namespace).policy_events
+
+    @property
     def corrections_topic(self) -> str:
         from loopline.streams.topics import TopicNames
 
