@@ -24,6 +24,16 @@ import numpy as np
 from river import linear_model, optim, preprocessing
 
 
+#: Relative spread below which a feature counts as constant: float noise (a std of 5e-14 on values
+#: around 1) must not be blown up to z = 1 and show up as a top contribution.
+VARIANCE_FLOOR = 1e-9
+
+
+def is_constant(mean: float, var: float) -> bool:
+    """True when ``var`` is no more than float noise around ``mean`` (std <= 1e-9 x max(1, |mean|))."""
+    return not var > (VARIANCE_FLOOR * max(1.0, abs(mean))) ** 2
+
+
 class LinearModel:
     """Online standardised logistic regression (see module doc)."""
 
@@ -34,13 +44,19 @@ class LinearModel:
         self._clf = linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2)
 
     def _transform(self, x: dict) -> dict:
-        """River's ``StandardScaler.transform_one`` formula on the float features, one-hots as they are."""
+        """River's ``StandardScaler.transform_one`` formula on the float features, one-hots as they are.
+
+        Reads the scaler's state with ``.get`` only: River keeps ``means``/``vars``
+        in ``defaultdict`` s, so indexing an unseen key would insert it, and
+        predicting on hostile keys would grow the model without bound.
+        """
         means, vars_ = self._scaler.means, self._scaler.vars
         z = {}
         for k, v in x.items():
             if type(v) is float:
-                var = vars_[k]
-                z[k] = (v - means[k]) / var**0.5 if var else 0.0
+                mean = means.get(k, 0.0)
+                var = vars_.get(k, 0.0)
+                z[k] = (v - mean) / var**0.5 if not is_constant(mean, var) else 0.0
             else:
                 z[k] = float(v)
         return z
@@ -60,7 +76,8 @@ class LinearModel:
         names = sorted(weights)
         sc = self._scaler
         means = np.array([sc.means.get(n, 0.0) if n in sc.means else 0.0 for n in names])
-        stds = np.array([math.sqrt(sc.vars[n]) if n in sc.vars and sc.vars[n] > 0 else 0.0 for n in names])
+        stds = np.array([math.sqrt(sc.vars[n]) if n in sc.vars and not is_constant(sc.means.get(n, 0.0), sc.vars[n])
+                         else 0.0 for n in names])
         scaled = np.array([n in sc.means for n in names], dtype=bool)
         return LinearExport(names, means, stds, scaled, np.array([weights[n] for n in names]),
                             float(self._clf.intercept))
