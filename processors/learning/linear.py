@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 from river import linear_model, optim, preprocessing
 
-
 #: Relative spread below which a feature counts as constant: float noise (a std of 5e-14 on values
 #: around 1) must not be blown up to z = 1 and show up as a top contribution.
 VARIANCE_FLOOR = 1e-9
