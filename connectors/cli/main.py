@@ -98,6 +98,9 @@ def cmd_worker(args) -> int:
 
         build_policy(settings)
         check_drift_settings(settings)
+        from loopline.streams.secrets import refuse_public_key
+
+        refuse_public_key(settings)
     except (ValueError, LooplineError) as exc:
         fail(str(exc))
     run_worker(settings)
@@ -113,6 +116,13 @@ def cmd_up(args) -> int:
     if "LOOPLINE_AGENTS" not in os.environ:  # one process runs everything, including the (single) learner
         settings = settings.model_copy(update={"agents": "route,feedback,drift,learn"})
     broker = None
+    from loopline.processors.errors import ConfigError
+    from loopline.streams.secrets import refuse_public_key
+
+    try:
+        refuse_public_key(settings)  # an external broker configured: production mode
+    except ConfigError as exc:
+        fail(str(exc))
     if not settings.kafka_bootstrap:
         try:
             broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
@@ -130,6 +140,7 @@ def cmd_up(args) -> int:
               f"  metrics  http://{settings.web_host}:{settings.web_port}/metrics\n"
               f"  health   http://{settings.web_host}:{settings.web_port}/healthz  /readyz\n"
               f"  review   {review.url}  (add reviewers with `loopline reviewers add NAME --role analyst`)\n"
+              f"  data     {Path(settings.data_dir).resolve()}  (LOOPLINE_DATA_DIR; the same for every command)\n"
               f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
               flush=True)
         try:

@@ -136,11 +136,16 @@ class _StoreCollector:
         yield dropped
 
 
-def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str) -> None:
+def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str,
+                 min_length: int = 1) -> None:
+    """Save a reviewer; refuses a password shorter than ``min_length`` characters."""
     if role not in ROLES:
         raise ReviewError(400, f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not name or not password:
         raise ReviewError(400, "a reviewer needs a name and a non-empty password")
+    if len(password) < min_length:
+        raise ReviewError(400, f"the password has {len(password)} characters; at least {min_length} are needed "
+                               f"(LOOPLINE_REVIEW_MIN_PASSWORD_LENGTH)")
     salt, digest = hash_password(password)
     store.put_reviewer(name, role, pii_clearance, salt, digest)
 

@@ -32,6 +32,7 @@ class ReviewSettings:
     session_key: bytes = DEV_KEY.encode()
     session_timeout_seconds: float = 6.0
     page_size: int = 50
+    min_password_length: int = 12
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:
