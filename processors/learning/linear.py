@@ -36,9 +36,12 @@ def is_constant(mean: float, var: float) -> bool:
 class LinearModel:
     """Online standardised logistic regression (see module doc)."""
 
-    def __init__(self, lr: float = 0.05, l2: float = 0.0) -> None:
+    def __init__(self, lr: float = 0.05, l2: float = 0.0, max_features: int = 5000) -> None:
         self.lr = lr
         self.l2 = l2
+        self.max_features = max_features
+        self.dropped_features = 0  # feature occurrences ignored because the model already holds max_features keys
+        self._keys: set | None = set()
         self._scaler = preprocessing.StandardScaler()
         self._clf = linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2)
 
@@ -64,7 +67,29 @@ class LinearModel:
         """P(target is True | x)."""
         return self._clf.predict_proba_one(self._transform(x)).get(True, 0.0)
 
+    def _admit(self, x: dict) -> dict:
+        """``x`` without keys beyond the first ``max_features`` the model learned (producers choose the keys)."""
+        keys = self.__dict__.get("_keys")
+        if keys is None or "max_features" not in self.__dict__:  # a model pickled before the cap
+            self.max_features = self.__dict__.get("max_features", 5000)
+            self.dropped_features = self.__dict__.get("dropped_features", 0)
+            keys = self._keys = set(self._clf.weights) | set(self._scaler.means)
+        if all(k in keys for k in x):
+            return x
+        out = {}
+        for k, v in x.items():
+            if k in keys:
+                out[k] = v
+            elif len(keys) < self.max_features:
+                keys.add(k)
+                out[k] = v
+            else:
+                self.dropped_features += 1
+        return out
+
     def learn_one(self, x: dict, y: bool, w: float = 1.0) -> None:
+        """Learn one example; keys beyond ``max_features`` distinct ones are dropped and counted."""
+        x = self._admit(x)
         num = {k: v for k, v in x.items() if type(v) is float}
         if num:
             self._scaler.learn_one(num)

@@ -45,3 +45,17 @@ def test_near_constant_feature_is_constant_not_z_one():
     row = np.array([1.0 + 1e-13 if n == "flat" else 1.0 for n in export.names])
     assert "flat" not in [f for f, _ in export.contributions(row)]
     assert not is_constant(1000.0, 1e-6) and is_constant(1000.0, 1e-20)
+
+
+def test_learning_keeps_at_most_max_features_keys_and_counts_the_rest():
+    m = LinearModel(max_features=50)
+    rnd = random.Random(5)
+    for i in range(400):
+        m.learn_one({"amount": rnd.random(), f"hostile_{i}": rnd.random(), f"country=X{i}": 1}, bool(i % 2))
+    assert len(m._clf.weights) == 50 and len(m._scaler.means) <= 50
+    # 1,200 key occurrences: "amount" 400 times (admitted), 49 more distinct keys admitted, the rest dropped
+    assert m.dropped_features == 1200 - 400 - 49
+    before = m.predict_proba_one({"amount": 0.5})
+    m.learn_one({"amount": 0.5, "brand_new": 1.0}, True)
+    assert "brand_new" not in m._clf.weights and m.dropped_features == 1200 - 400 - 49 + 1
+    assert 0.0 <= before <= 1.0
