@@ -46,11 +46,22 @@ DEFAULT_LINGER_MS = 20
 DeliveryCallback = Callable[[Exception | None, int, int], None]  # (error, partition, n_events)
 
 
-def to_millis(value) -> int:
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_millis(value, field: str = "emitted_at") -> int:
+    """Epoch milliseconds of an aware datetime, exactly (integer arithmetic; sub-millisecond part floored).
+
+    Integers pass through. A naive datetime is refused with ``ValueError``
+    naming ``field``: its time zone would be a guess (the host's, or UTC), and
+    either guess is hours wrong somewhere.
+    """
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp() * 1000)
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{field} is a naive datetime ({value.isoformat()}); give epoch milliseconds or an "
+                             f"aware datetime, e.g. datetime.now(timezone.utc)")
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     return value
 
 

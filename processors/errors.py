@@ -55,6 +55,12 @@ class TruncatedPayloadError(DecodeError):
     error_class = "truncated_payload"
 
 
+class IncompatibleSchemaError(DecodeError):
+    """The writer's schema cannot be resolved to the reader's (e.g. a field without default removed)."""
+
+    error_class = "incompatible_schema"
+
+
 class UnexpectedTypeError(DecodeError):
     """The record decodes, but to a type this topic does not carry."""
 

@@ -12,7 +12,6 @@ committed only for records whose outputs are on the broker — at-least-once.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from loopline.streams.kafka_security import kafka_security
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.learning.metrics import LearningMetrics
 from loopline.streams.metrics import WorkerMetrics
+from loopline.streams.publish import PublishAbandoned, Publisher
 from loopline.streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -157,6 +157,11 @@ class LooplineWorker:
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
         self.ready = False
+        self.publisher = Publisher(self._send, lambda: self.app.should_stop,
+                                   max_dead_letter_bytes=settings.dead_letter_max_bytes,
+                                   stall_seconds=settings.publish_stall_seconds, worker=self.worker_id,
+                                   on_retry=self.metrics.publish_retries.inc, on_dead_letter=self._dead_lettered)
+        self.metrics.publish_stalled.set_function(self.publisher.waiting_seconds)
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -179,6 +184,7 @@ class LooplineWorker:
             producer_acks=-1,
             producer_linger_ms=5,
             producer_max_batch_size=1_048_576,
+            producer_request_timeout=s.publish_request_timeout_seconds,
             stream_buffer_maxsize=16384,
             web_enabled=True,
             web_bind=s.web_host,
@@ -274,7 +280,11 @@ class LooplineWorker:
         @app.agent(self.t_predictions, name="loopline.route")
         async def route(stream):
             async for events in stream.take_events(s.take_max, within=s.take_within):
-                await self.handle_predictions(events)
+                try:
+                    await self.handle_predictions(events)
+                except PublishAbandoned:
+                    log.warning("stopping with %d records unpublished; they stay uncommitted", len(events))
+                    return
 
     async def handle_predictions(self, events) -> None:
         """Route one take of Kafka records in chunks of at most ``chunk_bytes`` input bytes.
@@ -303,10 +313,10 @@ class LooplineWorker:
             log.exception("route failed for a batch of %d records", len(records))
             self.metrics.processing_errors.labels("route").inc()
             outs = [dead_letter(r, exc, worker=self.worker_id) for r in records]
-            await self.publish(outs)
+            await self.publish(outs, records)
             self.metrics.dead_letters.labels(self.settings.topics.predictions, "internal").inc(len(outs))
             return
-        await self.publish(result.outputs)
+        await self.publish(result.outputs, records)
         for hook in self.route_hooks:
             try:
                 hook(result)
@@ -317,32 +327,37 @@ class LooplineWorker:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch_ts.set(time.time())
 
-    async def publish(self, outputs) -> None:
-        """Send every output and wait until the broker has them all.
+    async def publish(self, outputs, source=()) -> None:
+        """Send every output and wait until the broker has acknowledged each one.
 
-        Retries with backoff until it succeeds: returning early would let
-        ``take_events`` acknowledge input whose outputs are not on the broker.
-        A retry may publish some outputs twice (at-least-once; consumers
-        deduplicate by event_id / task_id).
+        See :mod:`loopline.streams.publish`: per-output futures (a retry never
+        re-sends an acknowledged output), unpublishable outputs become bounded
+        dead letters, transient errors are retried (``/readyz`` turns red after
+        ``publish_stall_seconds``). If the worker stops meanwhile, every message
+        still in flight is left uncommitted (read again by the next owner) and
+        :class:`~loopline.streams.publish.PublishAbandoned` is raised.
         """
-        delay = 0.2
-        while True:
-            try:
-                futures = []
-                for o in outputs:
-                    fut = await self.t_out[o.role].send(key=o.key, value=o.value, partition=o.partition,
-                                                        headers=o.headers or None, force=True)
-                    futures.append(fut)
-                if futures:
-                    await asyncio.gather(*futures)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.publish_retries.inc()
-                log.warning("publishing %d outputs failed (%s); retrying in %.1fs", len(outputs), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        try:
+            await self.publisher.publish(outputs, source)
+        except PublishAbandoned:
+            self._leave_uncommitted()
+            raise
+
+    def _leave_uncommitted(self) -> None:
+        """Mark in-flight messages done without recording their offsets, so stopping commits none of them."""
+        try:
+            consumer = self.app.consumer
+            for message in list(consumer._unacked_messages):
+                message.acked = True  # Consumer.ack() then skips it: no offset is recorded or committed
+        except Exception:  # pragma: no cover - the consumer never started
+            log.exception("could not release in-flight messages at shutdown")
+
+    async def _send(self, o):
+        return await self.t_out[o.role].send(key=o.key, value=o.value, partition=o.partition,
+                                             headers=o.headers or None, force=True)
+
+    def _dead_lettered(self, error_class: str) -> None:
+        self.metrics.dead_letters.labels("output", error_class).inc()
 
     # ------------------------------------------------------------------ views
     def _register_views(self, app: faust.App) -> None:
@@ -372,8 +387,12 @@ class LooplineWorker:
 
         @app.page("/readyz")
         async def readyz(web, request):
-            ready = self.ready and not app.rebalancing
-            return web.json({"ready": ready, "worker": self.worker_id}, status=200 if ready else 503)
+            stalled = self.publisher.stalled
+            ready = self.ready and not app.rebalancing and not stalled
+            body = {"ready": ready, "worker": self.worker_id}
+            if stalled:
+                body["reason"] = f"publishing has been failing for {self.publisher.waiting_seconds():.0f}s"
+            return web.json(body, status=200 if ready else 503)
 
 
 #: Kept for code written against 0.1 (see docs/changelog.md); new code says ``LooplineWorker``.

@@ -105,6 +105,9 @@ class WorkerMetrics:
         self.publish_retries = Counter("loopline_publish_retries_total",
                                        "Times a batch's outputs had to be re-sent after a producer error.",
                                        registry=r)
+        self.publish_stalled = Gauge("loopline_publish_stalled_seconds",
+                                     "Seconds the current batch's outputs have been failing to publish (0 = healthy); "
+                                     "above LOOPLINE_PUBLISH_STALL_SECONDS /readyz answers 503.", registry=r)
         self.processing_errors = Counter("loopline_processing_errors_total",
                                          "Batches whose processing raised unexpectedly (records went to dead letter).",
                                          ["agent"], registry=r)

@@ -40,6 +40,13 @@ from loopline.streams.control import ACTOR
 log = logging.getLogger("loopline.policy")
 
 
+def personal_marks(policy) -> dict:
+    """The ``personal_data`` fields of a PolicyEvent: what the policy in force marks personal, per model."""
+    spec = policy.spec
+    return {"personal_data": {name: sorted(mp.personal_data) for name, mp in spec.models.items()},
+            "personal_data_default": sorted(spec.fallback.personal_data)}
+
+
 class PolicyRuntime:
     """Policy replacement and the policy-change log of one worker."""
 
@@ -111,6 +118,7 @@ class PolicyRuntime:
             "old_version": change.old_version, "new_version": change.new_version, "source": change.source,
             "model_name": change.model, "overlay": change.overlay, "evidence": dict(change.evidence),
             "detail": change.detail, "changed_at": change.changed_at_ms, "actor": actor,
+            **personal_marks(w.policy.policy),
         }
         self.changes.labels(change.kind).inc()
         self.recent = (self.recent + [event])[-20:]

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loopline.processors.wire.names import DEV_KEY
+from loopline.streams.secrets import default_data_dir
 from loopline.streams.topics import TopicNames
 
 
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535, description="worker HTTP port: /metrics /healthz /readyz /stats")
     broker_host: str = Field("127.0.0.1", description="embedded broker bind and advertised address")
     broker_port: int = Field(0, ge=0, le=65535, description="embedded broker port; 0 = pick a free one")
-    data_dir: Path = Field(Path(".loopline"), description="worker state folder (Faust tables)")
+    data_dir: Path = Field(default_factory=default_data_dir, description="state folder (Faust tables, review.sqlite3); default $XDG_DATA_HOME/loopline or ~/.local/share/loopline, whatever the working directory")
     take_max: int = Field(2000, ge=1, description="Kafka records per agent batch (each may hold many predictions; chunk_bytes bounds memory)")
     chunk_bytes: int = Field(4_000_000, ge=1, description="input bytes routed at once (bounds worker memory)")
     take_within: float = Field(0.05, gt=0, description="seconds to wait to fill an agent batch")
@@ -125,6 +126,11 @@ class Settings(BaseSettings):
     audit_batch_wait_seconds: float = Field(0.2, gt=0, description="longest the audit sink waits to fill a batch")
     audit_retention_days: float = Field(400.0, gt=0, description="audit rows whose event time is older than this many days are deleted")
     audit_retention_interval_seconds: float = Field(3600.0, gt=0, description="how often the audit sink deletes rows past retention")
+    publish_stall_seconds: float = Field(60.0, gt=0, description="a batch whose outputs fail to publish for this long turns /readyz red (retries go on)")
+    publish_request_timeout_seconds: float = Field(30.0, gt=0, description="how long the producer waits for the broker to acknowledge one request before it counts as failed (then retried)")
+    dead_letter_max_bytes: int = Field(65536, ge=0, description="bytes of the original value kept in the dead letter of an output that cannot be published")
+    allow_dev_key: bool = Field(False, description="accept a public snapshot HMAC key with a broker on another host (production mode); for test setups only")
+    review_min_password_length: int = Field(12, ge=1, description="shortest password `loopline reviewers add` accepts")
 
     @property
     def agent_set(self) -> set[str]:

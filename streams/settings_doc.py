@@ -44,6 +44,7 @@ REVIEW_SERVER_DERIVED: tuple[tuple[str, str], ...] = (
     ("session_timeout_seconds", "`LOOPLINE_SESSION_TIMEOUT_SECONDS` (its Kafka consumer group)"),
     ("policy_file", "`LOOPLINE_POLICY_FILE` (each model's `personal_data` keys are masked too)"),
     ("page_size", "fixed: 50 tasks per queue page"),
+    ("kafka_security", "`LOOPLINE_KAFKA_SECURITY_PROTOCOL`, `LOOPLINE_KAFKA_SASL_*`, `LOOPLINE_KAFKA_SSL_*` (its Kafka clients)"),
 )
 
 #: Sections of the page, in page order: (title, field-name prefix, page that

@@ -89,7 +89,8 @@ def loopline_settings(kafka_bootstrap, tmp_path):
 
     ns = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_namespace=ns, app_id=f"{ns}-worker",
-                        web_port=free_port(), data_dir=tmp_path / "data", partitions=4)
+                        web_port=free_port(), data_dir=tmp_path / "data", partitions=4,
+                        allow_dev_key=True)  # a test setup, whatever broker LOOPLINE_KAFKA_BOOTSTRAP names
     create_topics(kafka_bootstrap, settings.topics.all(), settings.partitions,
                   compacted=settings.topics.compacted())
     return settings

@@ -116,6 +116,9 @@ def cmd_worker(args) -> int:
         kafka_security(settings).faust_credentials()  # also loads the TLS files: a bad one is a sentence here
 
         ControlTokens.from_settings(settings)
+        from loopline.streams.secrets import refuse_public_key
+
+        refuse_public_key(settings)
     except (ValueError, LooplineError) as exc:
         fail(str(exc))
     run_worker(settings)
@@ -134,6 +137,13 @@ def cmd_up(args) -> int:
     if not settings.kafka_bootstrap and settings.kafka_security_protocol != "PLAINTEXT":
         fail("the embedded broker speaks PLAINTEXT only: unset LOOPLINE_KAFKA_SECURITY_PROTOCOL "
              "or set LOOPLINE_KAFKA_BOOTSTRAP to a secured cluster")
+    from loopline.processors.errors import ConfigError
+    from loopline.streams.secrets import refuse_public_key
+
+    try:
+        refuse_public_key(settings)  # an external broker configured: production mode
+    except ConfigError as exc:
+        fail(str(exc))
     if not settings.kafka_bootstrap:
         try:
             broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
@@ -152,6 +162,7 @@ def cmd_up(args) -> int:
               f"  metrics  http://{settings.web_host}:{settings.web_port}/metrics\n"
               f"  health   http://{settings.web_host}:{settings.web_port}/healthz  /readyz\n"
               f"  review   {review.url}  (add reviewers with `loopline reviewers add NAME --role analyst`)\n"
+              f"  data     {Path(settings.data_dir).resolve()}  (LOOPLINE_DATA_DIR; the same for every command)\n"
               f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
               flush=True)
         try:

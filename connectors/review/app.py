@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from loopline.connectors.review import pages
 from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
 from loopline.connectors.review.pg_store import open_store
+from loopline.connectors.review.policy_marks import PolicyMarks, PolicyMarksFeed
 from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
 from loopline.connectors.review.sessions import SessionRegistry
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
@@ -34,6 +35,7 @@ _PUBLIC = {"/login", "/metrics", "/healthz"}
 SERVICE = web.AppKey("service", ReviewService)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 FEED = web.AppKey("feed", TaskFeed)
+POLICY_FEED = web.AppKey("policy_feed", PolicyMarksFeed)
 REVIEWER = web.RequestKey("reviewer", dict) if hasattr(web, "RequestKey") else "reviewer"
 
 
@@ -243,11 +245,19 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
             feed = TaskFeed(settings, store, on_bad_record=service.metrics.bad_records.inc)
             feed.start()
             app[FEED] = feed
+            marks = PolicyMarks()
+            service.policy_marks = marks
+            policy_feed = PolicyMarksFeed(settings.bootstrap, settings.policy_events_topic, marks)
+            policy_feed.start()
+            app[POLICY_FEED] = policy_feed
 
     async def stop(app: web.Application) -> None:
         feed = app.get(FEED)
         if feed is not None:
             await asyncio.get_running_loop().run_in_executor(None, feed.stop)
+        policy_feed = app.get(POLICY_FEED)
+        if policy_feed is not None:
+            await asyncio.get_running_loop().run_in_executor(None, policy_feed.stop)
         if hasattr(publisher, "close"):
             publisher.close()
 

@@ -46,6 +46,14 @@ def cmd_review_server(args) -> int:
     rs = _review_settings(**overrides)
     if not rs.bootstrap:
         return _fail("no Kafka to talk to: set LOOPLINE_KAFKA_BOOTSTRAP=host:port", EXIT_USAGE)
+    from loopline.processors.errors import ConfigError
+    from loopline.streams.secrets import refuse_public_key
+    from loopline.streams.settings import Settings
+
+    try:
+        refuse_public_key(Settings())  # the session key is the snapshot key: public = forgeable sessions
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     store = _store(rs)
     if not store.reviewers():
         print("note: no reviewers yet; add one with `loopline reviewers add NAME --role analyst`", file=sys.stderr)
@@ -62,7 +70,8 @@ def cmd_review_server(args) -> int:
 def cmd_reviewers(args) -> int:
     from loopline.connectors.review.service import ReviewError, add_reviewer
 
-    store = _store(_review_settings())
+    rs = _review_settings()
+    store = _store(rs)
     try:
         if args.reviewers_cmd == "add":
             if args.password_stdin:
@@ -72,10 +81,11 @@ def cmd_reviewers(args) -> int:
                 if getpass.getpass("again: ") != password:
                     return _fail("the two passwords differ; nothing was changed", EXIT_BAD_INPUT)
             try:
-                add_reviewer(store, args.name, args.role, args.pii_clearance, password)
+                add_reviewer(store, args.name, args.role, args.pii_clearance, password, rs.min_password_length)
             except ReviewError as exc:
                 return _fail(str(exc), EXIT_BAD_INPUT)
-            print(f"reviewer {args.name} saved ({args.role}{', pii clearance' if args.pii_clearance else ''})")
+            print(f"reviewer {args.name} saved ({args.role}{', pii clearance' if args.pii_clearance else ''}) "
+                  f"in {rs.db_path}")
         elif args.reviewers_cmd == "list":
             for r in store.reviewers():
                 print(f"{r['name']}\t{r['role']}\t{'pii_clearance' if r['pii_clearance'] else '-'}")

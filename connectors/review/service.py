@@ -21,7 +21,9 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -33,12 +35,51 @@ from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFou
 from loopline.connectors.review.throttle import LoginThrottle
 from loopline.processors.errors import LooplineError
 
+if TYPE_CHECKING:
+    from loopline.connectors.review.policy_marks import PolicyMarks
+
 log = logging.getLogger("loopline.review")
 
 MASK = "•••"
 ACTIONS = {"approve": "approve", "correct": "override", "override": "override", "unsure": "unsure",
            "escalate": "escalate"}
 _MASKED_MAPS = ("features_numeric", "features_categorical", "context", "risk")
+
+
+def _feature_key(name: str) -> str:
+    """``k`` of a contribution named ``k`` or ``k=v`` (a one-hot categorical)."""
+    return name.split("=", 1)[0]
+
+
+def mask_personal(view: dict, masked: frozenset) -> dict:
+    """Mask ``masked`` keys everywhere a task view shows feature values, in place; returns ``view``.
+
+    The one masking rule for every channel (HTML page, JSON API, terminal reviewer):
+    feature/context/risk maps show ``•••``; model insights drop contributions of a
+    masked ``k`` or ``k=v`` (a number per personal feature would still hint at its
+    value); drift text shows ``k=•••`` for any ``k=v`` of a masked key.
+    """
+    if not masked:
+        return view
+    pred = view.get("prediction") or {}
+    for m in _MASKED_MAPS:
+        values = pred.get(m) or {}
+        for k in values:
+            if k in masked:
+                values[k] = MASK
+    ins = view.get("insights")
+    if isinstance(ins, dict):
+        if ins.get("top_contributions"):
+            ins["top_contributions"] = [c for c in ins["top_contributions"]
+                                        if _feature_key(str(c.get("feature", ""))) not in masked]
+        status = ins.get("drift_status")
+        if isinstance(status, str) and "=" in status:
+            ins["drift_status"] = _KV.sub(lambda mt: f"{mt.group(1)}={MASK}" if mt.group(1) in masked else mt.group(0),
+                                          status)
+    return view
+
+
+_KV = re.compile(r"([\w.\-]+)=([^\s,()]+)")
 
 
 class ReviewError(LooplineError):
@@ -110,11 +151,16 @@ class _StoreCollector:
         yield dropped
 
 
-def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str) -> None:
+def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str,
+                 min_length: int = 1) -> None:
+    """Save a reviewer; refuses a password shorter than ``min_length`` characters."""
     if role not in ROLES:
         raise ReviewError(400, f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not name or not password:
         raise ReviewError(400, "a reviewer needs a name and a non-empty password")
+    if len(password) < min_length:
+        raise ReviewError(400, f"the password has {len(password)} characters; at least {min_length} are needed "
+                               f"(LOOPLINE_REVIEW_MIN_PASSWORD_LENGTH)")
     salt, digest = hash_password(password)
     store.put_reviewer(name, role, pii_clearance, salt, digest)
 
@@ -127,6 +173,7 @@ class ReviewService:
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
+        self.policy_marks: PolicyMarks | None = None  # set by build_app when it tails the policy events
         self._auth_cache: dict[tuple[str, bytes], float] = {}
         self.accounts = LoginThrottle(settings.login_max_failures, settings.login_window_seconds,
                                       settings.login_table_max, settings.login_lockout_seconds)
@@ -199,22 +246,22 @@ class ReviewService:
             out["lease_until"] = task["_lease"]["lease_until"]
             out["similar_answers"] = self.store.similar_answers(task)  # only for the task being worked on
         if not reviewer["pii_clearance"]:
-            pred = out.get("prediction") or {}
-            for m in _MASKED_MAPS:
-                values = pred.get(m) or {}
-                masked = self.personal_data(task.get("model_name", ""))
-                for k in values:
-                    if k in masked:
-                        values[k] = MASK
+            mask_personal(out, self.personal_data(task.get("model_name", "")))
         return out
 
     def personal_data(self, model: str) -> frozenset:
-        """Keys masked for reviewers without clearance: the policy's ``personal_data`` for the model
-        (re-read when the policy file changes) plus ``LOOPLINE_REVIEW_MASKED_FEATURES``."""
-        base = frozenset(self.settings.masked_features)
+        """Keys masked for reviewers without clearance: ``LOOPLINE_REVIEW_MASKED_FEATURES``, plus the
+        ``personal_data`` of the policy file (re-read when it changes), plus that of the policy in force
+        in the workers (learned from the policy events topic, however the policy was applied)."""
+        marks = frozenset(self.settings.masked_features) | self._file_marks(model)
+        if self.policy_marks is not None:
+            marks = marks | self.policy_marks.for_model(model)
+        return marks
+
+    def _file_marks(self, model: str) -> frozenset:
         path = self.settings.policy_file
         if not path:
-            return base
+            return frozenset()
         try:
             mtime = os.stat(path).st_mtime_ns
         except OSError:
@@ -228,7 +275,7 @@ class ReviewService:
             except Exception:  # keep the last valid policy's marks; the worker reports the bad file
                 log.warning("review server: cannot read personal-data marks from %s", path, exc_info=True)
         policy = getattr(self, "_policy", None)
-        return base | policy.model(model).personal_data if policy is not None else base
+        return policy.model(model).personal_data if policy is not None else frozenset()
 
     def queue_stats(self) -> dict:
         return self.store.queue_stats(time.time())

@@ -44,6 +44,7 @@ class ReviewSettings:
     trust_forwarded_for: bool = False
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    min_password_length: int = 12
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:
@@ -72,6 +73,12 @@ class ReviewSettings:
 
         t = TopicNames(self.namespace)
         return t.review_analyst if queue == ANALYST else t.review_escalation
+
+    @property
+    def policy_events_topic(self) -> str:
+        from loopline.streams.topics import TopicNames
+
+        return TopicNames(self.namespace).policy_events
 
     @property
     def corrections_topic(self) -> str:

@@ -201,4 +201,6 @@ class ModelLearner:
                 "override_risk": self.risk_quality.report(),
                 "gate": {"passed": passed, "reasons": reasons, "holdout": self.gate.report()},
                 "reviewers": self.reputation.report(),
-                "held_by_reviewer": dict(self.rate.held_by_reviewer)}
+                "held_by_reviewer": dict(self.rate.held_by_reviewer),
+                "features_dropped": sum(getattr(getattr(m, "model", m), "dropped_features", 0)
+                                        for m in (self.risk, self.challenger))}

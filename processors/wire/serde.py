@@ -14,14 +14,17 @@ worker turns those into dead-letter records.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from io import BytesIO
 from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 
 from loopline.processors.errors import (
     BadMagicError,
+    IncompatibleSchemaError,
     SerializationError,
     TruncatedPayloadError,
     UnknownSchemaError,
@@ -148,9 +151,13 @@ class AvroSerde:
         bio.seek(offset)
         try:
             record = schemaless_reader(bio, writer, reader)
+        except SchemaResolutionError as exc:
+            raise IncompatibleSchemaError(f"{name}: the writer's schema cannot be read as the current one "
+                                          f"({clean_message(exc)})") from exc
         except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError,
                 MemoryError) as exc:
-            raise TruncatedPayloadError(f"{name}: Avro body unreadable ({type(exc).__name__}: {exc})") from exc
+            raise TruncatedPayloadError(f"{name}: Avro body unreadable "
+                                        f"({type(exc).__name__}: {clean_message(exc)})") from exc
         except Exception as exc:  # fastavro raises assorted types on garbage
             raise TruncatedPayloadError(f"{name}: Avro body unreadable ({type(exc).__name__})") from exc
         if bio.tell() != len(data):
@@ -173,6 +180,14 @@ class AvroSerde:
 
     def fingerprint_of(self, type_name: str) -> bytes:
         return self._encoder(type_name)[0][2:]
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def clean_message(exc: BaseException) -> str:
+    """The library's message with object reprs (``<_io.BytesIO object at 0x…>``) replaced by "the record"."""
+    return _OBJECT_REPR.sub("the record", str(exc))[:300]
 
 
 def schema_version_of(data: bytes, registry: SchemaCatalogue) -> SchemaVersion | None:

@@ -47,6 +47,7 @@ def register_learner(worker, app: faust.App) -> None:
     rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id)
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every learn or route agent
+    label = worker.metrics.model_label  # model names come from producers: capped, the rest as __other__
     kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.training, **kw)
     worker.t_out["model_updates"] = app.topic(names.model_updates, **kw)
@@ -63,20 +64,20 @@ def register_learner(worker, app: faust.App) -> None:
                 return
             await worker.publish([rec for rec, _ in snaps])
             for _, up in snaps:
-                metrics.updates.labels(up["model_name"], up["role"]).inc()
+                metrics.updates.labels(label(up["model_name"]), up["role"]).inc()
             for model, lr in rt.learners.items():
                 for role in ("champion", "challenger"):
                     f1 = lr.online_f1(role)
                     if f1 is not None:
-                        metrics.f1.labels(model, role).set(f1)
+                        metrics.f1.labels(label(model), role).set(f1)
 
     def account(counts, latencies) -> None:
         now = time.time()
         for model, c in counts.items():
             for outcome, n in c.items():
-                metrics.examples.labels(model, outcome).inc(n)
+                metrics.examples.labels(label(model), outcome).inc(n)
         for model, stamps in latencies.items():
-            h = metrics.latency.labels(model, "learned")
+            h = metrics.latency.labels(label(model), "learned")
             for ts in stamps:
                 h.observe(max(now - ts / 1000.0, 0.0))
 

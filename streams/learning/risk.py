@@ -41,6 +41,9 @@ def register_risk_scorer(worker, app: faust.App) -> None:
         dead = []
         now = time.time()
         for m in messages:
+            if m.value() is None:  # a tombstone: on a compacted topic an ordinary delete, not a snapshot
+                log.debug("tombstone at %s[%d]@%d (a delete)", m.topic(), m.partition(), m.offset())
+                continue
             rec = InputRecord(m.value(), m.topic(), m.partition(), m.offset(), list(m.headers() or ()), m.key())
             try:
                 _, up = worker.serde.decode(m.value())
@@ -51,10 +54,10 @@ def register_risk_scorer(worker, app: faust.App) -> None:
                 dead.append(dead_letter(rec, exc, worker=worker.worker_id))
                 continue
             if swapped:
-                metrics.updates.labels(up["model_name"], up["role"]).inc()
+                metrics.updates.labels(worker.metrics.model_label(up["model_name"]), up["role"]).inc()
                 newest = (up.get("metrics") or {}).get("newest_reviewed_at_ms")
                 if up["role"] == "override_risk" and newest:
-                    metrics.latency.labels(up["model_name"], "in_use").observe(max(now - newest / 1000.0, 0.0))
+                    metrics.latency.labels(worker.metrics.model_label(up["model_name"]), "in_use").observe(max(now - newest / 1000.0, 0.0))
         return dead
 
     @app.task

@@ -169,6 +169,8 @@ class LearnerRuntime:
         """Load the newest verified ``learner`` snapshot per model; versions continue after every role's newest."""
         newest: dict[tuple[str, str], dict] = {}
         for m in update_messages:
+            if m.value() is None:  # a tombstone (compaction delete), not a snapshot
+                continue
             try:
                 _, up = self.serde.decode(m.value())
             except DecodeError:

@@ -154,3 +154,31 @@ def test_route_worker_refuses_a_tampered_snapshot_and_keeps_its_model(loopline_s
             assert ins["online_prediction"] in ("fraud", "legit") and len(ins["top_contributions"]) == 5
     finally:
         w.stop()
+
+
+def test_tombstone_on_model_updates_is_a_delete_not_a_forgery(loopline_settings, tmp_path):
+    """Issue #19 item 8: a null value on the compacted model-updates topic is neither refused nor logged as an error."""
+    s = loopline_settings.model_copy(update={"agents": "route", "log_level": "info"})
+    key = s.snapshot_hmac_key.get_secret_value().encode()
+    traffic = FraudTraffic(seed=5, n_events=2000)
+    examples, _ = corrected_examples(traffic, 0, 2000, seed=5)
+    lr = ModelLearner("fraud", LearnerConfig())
+    lr.learn_batch([(e, 0, i) for i, e in enumerate(examples)])
+    w = WorkerProcess(s, tmp_path / "route.log").start()
+    try:
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap})
+        p.produce(s.topics.model_updates, key=b"fraud/challenger", value=None)  # tombstone first ...
+        p.produce(s.topics.model_updates, key=b"fraud/override_risk",           # ... then a good snapshot
+                  value=SERDE.encode(MU, build_update("fraud", "override_risk", 1, lr.risk, key=key)))
+        p.flush(10)
+        deadline = time.monotonic() + 30
+        while json.loads(w.get("/learning")).get("risk_scorer", {}).get("fraud/override_risk") != 1:
+            assert time.monotonic() < deadline, "the snapshot after the tombstone was never swapped in"
+            time.sleep(0.2)
+        m = w.get("/metrics").decode()
+        assert "loopline_snapshots_refused_total{" not in m
+        assert 'error_class="snapshot' not in m
+    finally:
+        w.stop()
+    log = (tmp_path / "route.log").read_text(errors="replace")
+    assert "ERROR" not in log and "refused" not in log

@@ -87,6 +87,7 @@ class Exporter:
         self.learn_seconds = 1.0                                       # correction -> learned
         self.override_rate = {("fraud", "review"): 0.10, ("fraud", "auto"): 0.04}
         self.auto_error_rate = 0.01
+        self.publish_failing_since: float | None = None                # a worker retrying one batch
         self._offsets = {PREDICTIONS: 0, TRAINING: 0, CORRECTIONS: 1000}
         self._lag = {PREDICTIONS: 20, TRAINING: 2, CORRECTIONS: 0}
         self._ticks = 0
@@ -120,6 +121,8 @@ class Exporter:
         self.auto_error.labels("fraud").set(self.auto_error_rate)
         self.auto_budget.labels("fraud").set(0.02)
         self.drift_active.labels("fraud", "features").set(0)
+        since = self.publish_failing_since
+        w.publish_stalled.set(0.0 if since is None else time.monotonic() - since + 0.001)
 
     def _run(self) -> None:
         next_at = time.monotonic()
@@ -209,6 +212,10 @@ def scenarios(exp: Exporter) -> list[Scenario]:
         # the route agent stops finishing batches (and committing) while predictions keep arriving
         Scenario("LooplineNoEventsProcessed", {}, lambda: exp.stuck.add(PREDICTIONS),
                  lambda: exp.stuck.discard(PREDICTIONS), detect_s=scaled("5m"), clear_s=MIN_WINDOW, holds_off=True),
+        # a worker's producer keeps failing: the stalled-seconds gauge never falls back to 0
+        Scenario("LooplinePublishStalled", {}, lambda: setattr(exp, "publish_failing_since", time.monotonic()),
+                 setter(exp, "publish_failing_since", None), detect_s=scaled("5m"), clear_s=scaled("5m"),
+                 holds_off=True),
         # the learner's partition stops committing while training records keep arriving
         Scenario("LooplinePartitionStalled", {"topic": TRAINING, "partition": "0"}, lambda: exp.stuck.add(TRAINING),
                  lambda: exp.stuck.discard(TRAINING), detect_s=scaled("10m"), clear_s=MIN_WINDOW, holds_off=True),

@@ -84,3 +84,44 @@ def test_terminal_keys_are_single_keystrokes_without_enter():
         press(b"\x04")  # Ctrl-D quits
         assert keys.key(out) == "q"
     os.close(master)
+
+
+def _task_with_insights() -> dict:
+    t = _task()
+    t["insights"] = {"rule": "r", "override_risk": 0.2, "online_prediction": None,
+                     "drift_status": "drifting: merchant_id=m-77 (psi 0.3), amount (psi 0.2)",
+                     "top_contributions": [{"feature": "merchant_id=m-77", "contribution": 0.4},
+                                           {"feature": "amount", "contribution": -0.1},
+                                           {"feature": "ip_country", "contribution": 0.3}]}
+    return t
+
+
+def test_insights_never_show_a_masked_feature(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    svc = _service(tmp_path, path)
+    analyst = {"name": "ana", "role": "analyst", "pii_clearance": False}
+    ins = svc.view(_task_with_insights(), analyst)["insights"]
+    assert [c["feature"] for c in ins["top_contributions"]] == ["amount"]
+    assert ins["drift_status"] == f"drifting: merchant_id={MASK} (psi 0.3), amount (psi 0.2)"
+    assert "m-77" not in repr(svc.view(_task_with_insights(), analyst))
+    cleared = svc.view(_task_with_insights(), {"name": "p", "role": "analyst", "pii_clearance": True})
+    assert len(cleared["insights"]["top_contributions"]) == 3
+
+
+def test_policy_events_marks_reach_the_masking_without_a_file(tmp_path):
+    from loopline.connectors.review.policy_marks import PolicyMarks
+
+    svc = _service(tmp_path)
+    svc.policy_marks = PolicyMarks()
+    analyst = {"name": "ana", "role": "analyst", "pii_clearance": False}
+    assert svc.view(_task(), analyst)["prediction"]["features_numeric"]["amount"] == 12.5
+    assert svc.policy_marks.update({"changed_at": 10, "personal_data": {"fraud": ["amount"]},
+                                    "personal_data_default": ["merchant_id"]})
+    assert svc.view(_task(), analyst)["prediction"]["features_numeric"]["amount"] == MASK
+    assert svc.view(_task("churn"), analyst)["prediction"]["features_categorical"]["merchant_id"] == MASK
+    # an older event (another worker's late copy) and a v1 event without marks change nothing
+    assert not svc.policy_marks.update({"changed_at": 5, "personal_data": {"fraud": ["ip_country"]},
+                                        "personal_data_default": []})
+    assert not svc.policy_marks.update({"changed_at": 20, "personal_data": {}, "personal_data_default": []})
+    assert svc.view(_task(), analyst)["prediction"]["features_numeric"]["amount"] == MASK

@@ -81,3 +81,37 @@ def test_confluent_framing_with_mock_registry():
     assert serde.decode(SERDE.encode(PREDICTION, ev))[1] == ev
     with pytest.raises(UnknownSchemaError):
         serde.decode(b"\x00" + (999999).to_bytes(4, "big") + data[5:])
+
+
+def test_incompatible_writer_schema_has_its_own_class_and_fastavro_message():
+    """Issue #19 item 9: a writer schema missing a field the reader needs (no default) is not "truncated"."""
+    import json
+    from io import BytesIO
+
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from fastavro import parse_schema, schemaless_writer
+
+    from loopline.processors.errors import IncompatibleSchemaError
+    from loopline.streams.confluent import RegistryFraming
+
+    client = SchemaRegistryClient.new_client({"url": "mock://loopline-incompatible"})
+    serde = AvroSerde(REG, RegistryFraming("mock://loopline-incompatible", REG, client=client))
+    raw = json.loads(json.dumps(REG.raw(PREDICTION)))
+    raw["fields"] = [f for f in raw["fields"] if f["name"] != "confidence"]
+    schema_id = client.register_schema("old-writer-value", Schema(json.dumps(raw), "AVRO"))
+    ev = {k: v for k, v in make_events(1)[0].items() if k != "confidence"}
+    buf = BytesIO()
+    buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
+    schemaless_writer(buf, parse_schema(json.loads(json.dumps(raw))), ev)
+    with pytest.raises(IncompatibleSchemaError, match="No default value for field confidence") as info:
+        serde.decode(buf.getvalue())
+    assert info.value.error_class == "incompatible_schema"
+
+
+def test_cut_body_message_has_no_object_repr():
+    data = SERDE.encode(PREDICTION, make_events(1)[0])
+    for cut in range(11, len(data) - 1, 7):
+        try:
+            SERDE.decode(data[:cut])
+        except TruncatedPayloadError as exc:
+            assert "object at 0x" not in str(exc), str(exc)

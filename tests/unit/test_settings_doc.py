@@ -36,7 +36,8 @@ def test_secrets_are_never_printed():
     assert secrets, "expected at least the snapshot HMAC key to be a secret"
     for name in secrets:
         default = Settings.model_fields[name].default
-        assert default.get_secret_value() not in page
+        if default.get_secret_value():  # an empty default has nothing to leak
+            assert default.get_secret_value() not in page
         row = next(line for line in page.splitlines() if line.startswith(f"| `{env_name(name)}` |"))
         assert "`(secret)`" in row
 
