@@ -153,7 +153,8 @@ class LooplineWorker:
         self.learning_metrics: LearningMetrics | None = None
         self.calibration: CalibrationRuntime | None = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
-                             insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
+                             insights=CompositeInsights(self.insight_providers), worker=self.worker_id,
+                             partitions=settings.partitions)
         self.ready = False
         self.app = self._build_app()
 
