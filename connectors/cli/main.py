@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub)
     add_model_commands(sub)
     add_drift_commands(sub)
+    from loopline.connectors.cli.schemas import add_schemas_commands
+
+    add_schemas_commands(sub)
     return p
 
 

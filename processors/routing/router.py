@@ -144,7 +144,7 @@ class Router:
         singles: dict[int, list[tuple[InputRecord, dict]]] = {}
         for rec in records:
             try:
-                name, obj = self.serde.decode(rec.value)
+                name, obj = self.serde.decode(rec.value, expect=(PREDICTION, PREDICTION_BATCH))
             except DecodeError as exc:
                 self._dead(result, dead_letter(rec, exc, worker=self.worker), exc.error_class)
                 continue

@@ -14,7 +14,7 @@ worker turns those into dead-letter records.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from typing import Any, Protocol
 
@@ -86,6 +86,9 @@ class AvroSerde:
             for v in registry.versions(name):
                 reader = None if v.fingerprint == current.fingerprint else current.parsed
                 self._decoders[v.fingerprint] = (name, v.parsed, reader)
+            for fp, v in registry.aliases(name).items():  # the avro library's variant fingerprints
+                reader = None if v.fingerprint == current.fingerprint else current.parsed
+                self._decoders.setdefault(fp, (name, v.parsed, reader))
         self._confluent_cache: dict[int, tuple[str, dict, dict | None]] = {}
 
     # ---------------------------------------------------------------- encode
@@ -123,8 +126,13 @@ class AvroSerde:
         return buf.getvalue()
 
     # ---------------------------------------------------------------- decode
-    def decode(self, data: bytes | None) -> tuple[str, Any]:
-        """Return ``(type name, record)`` resolved to the current schema version."""
+    def decode(self, data: bytes | None, expect: Sequence[str] = ()) -> tuple[str, Any]:
+        """Return ``(type name, record)`` resolved to the current schema version.
+
+        ``expect``: the types the caller's topic carries; an unknown fingerprint's
+        error then names the fingerprints those types have (else those of the
+        types producers write).
+        """
         if not data:
             raise BadMagicError("empty record value")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -132,7 +140,7 @@ class AvroSerde:
             if entry is None:
                 if len(data) < HEADER_LEN:
                     raise TruncatedPayloadError(f"single-object header cut short ({len(data)} bytes)")
-                raise UnknownSchemaError(f"unknown schema fingerprint {data[2:HEADER_LEN].hex()}")
+                raise UnknownSchemaError(unknown_fingerprint_message(self.registry, data[2:HEADER_LEN], expect))
             offset = HEADER_LEN
         elif data[0] == CONFLUENT_MAGIC and self.confluent is not None:
             if len(data) < 5:
@@ -173,6 +181,20 @@ class AvroSerde:
 
     def fingerprint_of(self, type_name: str) -> bytes:
         return self._encoder(type_name)[0][2:]
+
+
+#: the types producers outside Loopline write: named when an unknown fingerprint has no expected type
+PRODUCED_TYPES = (PREDICTION, PREDICTION_BATCH, CORRECTION)
+
+
+def unknown_fingerprint_message(registry: SchemaRegistry, fp: bytes, expect: Sequence[str] = ()) -> str:
+    """One sentence: the unknown fingerprint and the ones the expected types have (``loopline schemas`` lists all)."""
+    parts = []
+    for name in expect or PRODUCED_TYPES:
+        fps = ", ".join(f.hex() for f, _, _ in registry.fingerprints(name))
+        parts.append(f"{name.rsplit('.', 1)[-1]}: {fps}")
+    return (f"unknown schema fingerprint {fp.hex()}; known fingerprints ({'; '.join(parts)}); "
+            f"`loopline schemas` lists every schema")
 
 
 def schema_version_of(data: bytes, registry: SchemaRegistry) -> SchemaVersion | None:
