@@ -154,7 +154,7 @@ class LooplineWorker:
         self.calibration: CalibrationRuntime | None = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id,
-                             partitions=settings.partitions)
+                             partitions=settings.partitions, decision_events=settings.decision_events)
         self.ready = False
         self.app = self._build_app()
 
@@ -196,6 +196,8 @@ class LooplineWorker:
             "review_escalation": app.topic(names.review_escalation, **kw),
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
+        if s.decision_events:
+            self.t_out["decision_events"] = app.topic(names.decision_events, **kw)
         from loopline.streams.policy import PolicyRuntime
         from loopline.streams.stats import TierCollector, WorkerStats
 

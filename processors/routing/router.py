@@ -13,6 +13,8 @@ predictions topic and returns everything to publish:
   the feedback join never depends on the partitioner the prediction's producer used
   (null keys, librdkafka's CRC32 ``consistent_random``); predictions that arrived on
   another partition are counted in ``RouteResult.mispartitioned``;
+* optionally (``decision_events``) one ``RoutingDecision`` per prediction, keyed by
+  ``event_id`` on ``partition_for(event_id)``, for tools that want a row per event;
 * one dead-letter record per bad input: undecodable records with their
   original bytes, an invalid single event with its original bytes, an invalid
   event inside a ``PredictionBatch`` re-encoded alone (so the good events of the
@@ -127,7 +129,7 @@ class Router:
     def __init__(self, serde: AvroSerde, policy: Policy, max_skew_ms: int,
                  insights: InsightsProvider | None = None, worker: str = "",
                  max_decisions_per_record: int = 1000, risk_scorer: RiskScorer | None = None,
-                 partitions: int | None = None) -> None:
+                 partitions: int | None = None, decision_events: bool = False) -> None:
         self.serde = serde
         self.policy = policy
         self.max_skew_ms = max_skew_ms
@@ -137,6 +139,8 @@ class Router:
         self.risk_scorer = risk_scorer  # hot-swappable: the override-risk model of the learning loop
         #: partitions of the review topics (= of the corrections topic); ``None``: tasks stay on the input partition
         self.partitions = partitions
+        #: also one row-wise ``RoutingDecision`` per prediction (role ``decision_events``, key event_id)
+        self.decision_events = decision_events
 
     def route(self, records: Sequence[InputRecord], now_ms: int | None = None) -> RouteResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -241,6 +245,16 @@ class Router:
             }
             result.outputs.append(OutputRecord("decisions", batch_id.encode(), self.serde.encode(DECISION_BATCH, rec),
                                                partition))
+            if self.decision_events:
+                self._decision_rows(rec, result)
+
+    def _decision_rows(self, batch: dict, result: RouteResult) -> None:
+        ids = batch["event_ids"]
+        homes = partitions_for(ids, self.partitions) if self.partitions else [None] * len(ids)
+        for row, home in zip(expand_decision_batch(batch), homes):
+            result.outputs.append(OutputRecord("decision_events", row["event_id"].encode(),
+                                               self.serde.encode(DECISION, row),
+                                               None if home is None else int(home)))
 
     def _task(self, frame: PredictionFrame, d: FrameDecisions, i: int, partition: int, now_ms: int,
               override_risk: float | None = None) -> OutputRecord:

@@ -71,7 +71,8 @@ def test_references_resolved_both_ways(loopline_settings):
 
 def test_worker_with_a_registry_round_trips_confluent_clients(loopline_settings, tmp_path):
     with RegistryStub() as stub:
-        s = loopline_settings.model_copy(update={"schema_registry_url": stub.url, "agents": "route,feedback"})
+        s = loopline_settings.model_copy(update={"schema_registry_url": stub.url, "agents": "route,feedback",
+                                                 "decision_events": True})
         worker = WorkerProcess(s, tmp_path / "worker.log").start()
         try:
             client = SchemaRegistryClient({"url": stub.url})
@@ -99,6 +100,11 @@ def test_worker_with_a_registry_round_trips_confluent_clients(loopline_settings,
             decisions = read_topic(s.kafka_bootstrap, s.topics.decisions, lambda m: len(m) >= 1, timeout=10)
             batch = deser(decisions[0].value(), SerializationContext(s.topics.decisions, MessageField.VALUE))
             assert batch["event_ids"] and batch["model_name"] == "fraud"
+            rows = read_topic(s.kafka_bootstrap, s.topics.decision_events, lambda m: len(m) >= 60, timeout=30)
+            per_event = {m.key().decode(): deser(m.value(), SerializationContext(m.topic(), MessageField.VALUE))
+                         for m in rows}
+            assert set(per_event) == {e["event_id"] for e in events}
+            assert all(d["tier"] == "review" and d["event_id"] == k for k, d in per_event.items())
             time.sleep(1.0)
             assert read_topic(s.kafka_bootstrap, s.topics.dead_letter, lambda m: False, timeout=2) == []
             # the worker registered its own output types under their type names
