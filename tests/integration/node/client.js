@@ -33,8 +33,10 @@ function loadTypes(dir) {
   while (pending.length) {
     const next = [];
     for (const schema of pending) {
+      const trial = Object.assign({}, registry); // a failed parse must not leave half-defined names behind
       try {
-        const t = avro.Type.forSchema(schema, { registry });
+        const t = avro.Type.forSchema(schema, { registry: trial });
+        Object.assign(registry, trial);
         types[`${schema.namespace}.${schema.name}`] = t;
       } catch (e) {
         next.push(schema); // references a type not parsed yet
