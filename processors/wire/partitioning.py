@@ -63,15 +63,27 @@ def partitions_for(keys, partitions: int):
     """
     import numpy as np
 
-    raw = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
-    out = np.empty(len(raw), dtype=np.int64)
-    by_len: dict[int, list[int]] = {}
-    for i, k in enumerate(raw):
-        by_len.setdefault(len(k), []).append(i)
+    keys = list(keys)
+    out = np.empty(len(keys), dtype=np.int64)
+    if not keys:
+        return out
+    try:
+        joined = "".join(keys)  # TypeError when some keys are bytes
+    except TypeError:
+        joined = None
+    if joined is not None and joined.isascii():  # the usual case: one encode, byte lengths = str lengths
+        buf = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    else:
+        raw = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
+        buf = np.frombuffer(b"".join(raw), dtype=np.uint8)
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    by_len = {int(n): np.flatnonzero(lengths == n) for n in np.unique(lengths)}
     m = np.uint32(0x5BD1E995)
     with np.errstate(over="ignore"):
         for length, idx in by_len.items():
-            data = np.frombuffer(b"".join(raw[i] for i in idx), dtype=np.uint8).reshape(len(idx), length)
+            data = buf[starts[idx, None] + np.arange(length)] if length else np.empty((len(idx), 0), np.uint8)
             h = np.full(len(idx), (0x9747B28C ^ length) & 0xFFFFFFFF, dtype=np.uint32)
             n4 = length // 4
             if n4:
@@ -94,5 +106,5 @@ def partitions_for(keys, partitions: int):
             h ^= h >> np.uint32(13)
             h *= m
             h ^= h >> np.uint32(15)
-            out[np.asarray(idx)] = (h & np.uint32(0x7FFFFFFF)).astype(np.int64) % partitions
+            out[idx] = (h & np.uint32(0x7FFFFFFF)).astype(np.int64) % partitions
     return out
