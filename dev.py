@@ -61,6 +61,19 @@ def ensure_apt(packages: dict[str, str]) -> None:
     run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
 
 
+NODE_TEST_DIR = ROOT / "tests" / "integration" / "node"
+
+
+def ensure_node_modules() -> None:
+    """npm packages of the cross-language test (kafkajs, avsc), pinned by the committed package-lock.json."""
+    if shutil.which("npm") is None or not (NODE_TEST_DIR / "package-lock.json").exists():
+        print("dev.py: npm not found; the Node.js client test will say how to install it", flush=True)
+        return
+    if (NODE_TEST_DIR / "node_modules" / "kafkajs").is_dir() and (NODE_TEST_DIR / "node_modules" / "avsc").is_dir():
+        return
+    run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_TEST_DIR)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "setup"):
         print(__doc__)
@@ -71,6 +84,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(VENV / "bin" / "loopline"), "demo", *rest], cwd=ROOT)
     ensure_venv("test")
     ensure_apt(APT_FOR_TEST)
+    ensure_node_modules()
     if command == "setup":
         return 0
     code = subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)

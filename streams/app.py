@@ -155,7 +155,8 @@ class LooplineWorker:
         self.learning_metrics: LearningMetrics | None = None
         self.calibration: CalibrationRuntime | None = None
         self.router = Router(self.serde, self.policy, int(settings.max_clock_skew_seconds * 1000),
-                             insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
+                             insights=CompositeInsights(self.insight_providers), worker=self.worker_id,
+                             partitions=settings.partitions, decision_events=settings.decision_events)
         self.ready = False
         self.publisher = Publisher(self._send, lambda: self.app.should_stop,
                                    max_dead_letter_bytes=settings.dead_letter_max_bytes,
@@ -205,6 +206,8 @@ class LooplineWorker:
             "review_escalation": app.topic(names.review_escalation, **kw),
             "dead_letter": app.topic(names.dead_letter, **kw),
         }
+        if s.decision_events:
+            self.t_out["decision_events"] = app.topic(names.decision_events, **kw)
         from loopline.streams.policy import PolicyRuntime
         from loopline.streams.stats import TierCollector, WorkerStats
 

@@ -4,6 +4,13 @@ Used when ``LOOPLINE_SCHEMA_REGISTRY_URL`` is set: records are written as
 ``00`` + 4-byte schema id + Avro binary, schemas registered under the subject
 ``<full type name>`` (RecordNameStrategy), and ids resolved back to writer
 schemas (cached) when decoding.
+
+A writer schema registered with *references* (e.g. a ``CorrectionEvent`` whose
+``tier`` field names ``io.loopline.Tier``, registered as its own subject) is
+resolved the way confluent-kafka's ``AvroDeserializer`` does it: every reference's
+subject/version is fetched, its own references first (recursively, at most
+``MAX_REFERENCE_DEPTH`` levels and ``MAX_REFERENCES`` schemas), and each named
+type is defined once before the schema that uses it.
 """
 from __future__ import annotations
 
@@ -12,8 +19,12 @@ import threading
 
 from fastavro import parse_schema
 
+from loopline.processors.errors import UnknownSchemaError
 from loopline.processors.wire.catalogue import SchemaCatalogue, _strip_logical
 from loopline.processors.wire.serde import AvroSerde
+
+MAX_REFERENCE_DEPTH = 16
+MAX_REFERENCES = 256
 
 
 class RegistryFraming:
@@ -42,7 +53,29 @@ class RegistryFraming:
         schema = self._client.get_schema(schema_id)
         raw = json.loads(schema.schema_str)
         name = raw["name"] if "." in raw["name"] else f"{raw.get('namespace', '')}.{raw['name']}"
-        return name, parse_schema(_strip_logical(raw))
+        named: dict = {}
+        self._define_references(schema, named, set(), 0)
+        return name, parse_schema(_strip_logical(raw), named_schemas=named)
+
+    def _define_references(self, schema, named: dict, done: set, depth: int) -> None:
+        """Parse every schema ``schema`` references into ``named`` (theirs first), each named type once."""
+        if depth > MAX_REFERENCE_DEPTH:
+            raise UnknownSchemaError(f"schema references nest deeper than {MAX_REFERENCE_DEPTH} levels")
+        for ref in schema.references or []:
+            if (ref.subject, ref.version) in done:
+                continue
+            if len(done) >= MAX_REFERENCES:
+                raise UnknownSchemaError(f"a schema references more than {MAX_REFERENCES} schemas")
+            done.add((ref.subject, ref.version))
+            registered = self._client.get_version(ref.subject, ref.version)
+            self._define_references(registered.schema, named, done, depth + 1)
+            raw = json.loads(registered.schema.schema_str)
+            full = raw.get("name", "") if isinstance(raw, dict) else ""
+            if isinstance(raw, dict) and "." not in full and raw.get("namespace"):
+                full = f"{raw['namespace']}.{full}"
+            if full and full in named:
+                continue  # reached by two paths (a diamond): defined once
+            parse_schema(_strip_logical(raw), named_schemas=named)
 
 
 def build_serde(settings, registry: SchemaCatalogue | None = None) -> AvroSerde:

@@ -111,6 +111,11 @@ class WorkerMetrics:
         self.processing_errors = Counter("loopline_processing_errors_total",
                                          "Batches whose processing raised unexpectedly (records went to dead letter).",
                                          ["agent"], registry=r)
+        self.mispartitioned = Counter(
+            "loopline_mispartitioned_predictions_total",
+            "Valid predictions that arrived on a partition other than partition_for(event_id) (murmur2): their "
+            "producer does not use Kafka's default partitioner. Still routed and joined (review tasks go to "
+            "partition_for(event_id)); see docs/clients.md for the producer setting.", ["model"], registry=r)
 
     def record_route(self, topic: str, n_records: int, result) -> None:
         """Update every route metric once for a whole batch."""
@@ -124,6 +129,8 @@ class WorkerMetrics:
             self.predictions.labels(m).inc(n)
         for cls, n in result.dead_by_class.items():
             self.dead_letters.labels(topic, cls).inc(n)
+        for model, n in getattr(result, "mispartitioned", {}).items():
+            self.mispartitioned.labels(self.model_label(model)).inc(n)
         tasks = {"review": 0, "escalate": 0}
         for out in result.outputs:
             if out.role == "review_analyst":

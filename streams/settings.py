@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     pending_ttl_seconds: float = Field(7 * 86400, gt=0, description="how long a review task stays joinable with its corrections")
     waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")
     feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
+    decision_events: bool = Field(False, description="also publish one RoutingDecision per prediction, keyed by event_id, on the decision-events topic (partition_for(event_id)), for Kafka Connect, ksqlDB/Flink SQL and registry-aware tools; costs one Avro record per prediction")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
     review_host: str = Field("127.0.0.1", description="review server bind address")
     review_port: int = Field(6070, ge=0, le=65535, description="review server port")

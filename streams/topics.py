@@ -66,10 +66,16 @@ class TopicNames:
     def dead_letter(self) -> str:
         return self._n("dead-letter")
 
+    @property
+    def decision_events(self) -> str:
+        """Optional (``LOOPLINE_DECISION_EVENTS``): one ``RoutingDecision`` per prediction, keyed by event_id."""
+        return self._n("decision-events")
+
     def all(self) -> list[str]:
         return [self.predictions, self.decisions, self.review_analyst, self.review_escalation,
                 self.corrections, self.training, self.drift, self.model_updates,
-                self.policy_events, self.drift_sketches, self.retrain_requests, self.dead_letter]
+                self.policy_events, self.drift_sketches, self.retrain_requests, self.dead_letter,
+                self.decision_events]
 
     def compacted(self) -> set[str]:
         return {self.model_updates}

@@ -177,35 +177,88 @@ def cmd_up(args) -> int:
     return 0
 
 
+PRODUCE_HELP = """\
+Input: one JSON object per line (JSON lines), one prediction each; blank lines are skipped.
+FILE "-" reads standard input.
+
+Fields (the PredictionEvent schema; `loopline schemas --type PredictionEvent`):
+  event_id              string, required: unique per prediction; the key of everything downstream
+  model_name            string, required
+  model_version         string, required
+  emitted_at            required: when the model predicted. Epoch milliseconds (integer, UTC), or an
+                        ISO 8601 string with a time zone, e.g. "2026-12-01T04:30:00Z" or
+                        "2026-12-01T05:30:00.250+01:00" (a string without zone is refused).
+                        At most LOOPLINE_MAX_CLOCK_SKEW_SECONDS in the future.
+  predicted_label       string, required
+  confidence            number in [0, 1], required
+  features_numeric      object of finite numbers (default {})
+  features_categorical  object of strings (default {})
+  class_probabilities   object label -> probability, or null (default null)
+  risk                  object of numbers (e.g. {"amount": 1200.0}), or null
+  context               object of strings, or null
+  trace_id              string or null
+Unknown fields are refused. Each bad line is reported as FILE:LINE: reason on stderr and skipped.
+Exit code: 0 all sent, 1 some lines rejected or not delivered, 2 usage error.
+
+Example line:
+  {"event_id": "e-1", "model_name": "fraud", "model_version": "v3", "emitted_at": "2026-12-01T04:30:00Z",
+   "predicted_label": "legit", "confidence": 0.93, "features_numeric": {"amount": 42.0}}
+"""
+
+
+def parse_time(value):
+    """``emitted_at`` from JSON: epoch milliseconds as is, an ISO 8601 string with a zone as milliseconds."""
+    if not isinstance(value, str):
+        return value
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"emitted_at: {value!r} is neither epoch milliseconds nor an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"emitted_at: {value!r} has no time zone (add Z or +hh:mm)")
+    return round(parsed.timestamp() * 1000)
+
+
 def cmd_produce(args) -> int:
     from loopline.connectors.producer import PredictionProducer
 
     settings = _settings()
     _require_bootstrap(settings)
+    from_stdin = args.file == "-"
     path = Path(args.file)
-    if not path.is_file():
+    if not from_stdin and not path.is_file():
         fail(f"{path} does not exist or is not a file")
+    label = "<stdin>" if from_stdin else str(path)
     bad = good = 0
     try:
         producer = PredictionProducer(settings, batch_size=args.batch_size)
     except ValueError as exc:
         fail(str(exc))
-    with producer, path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as exc:
-                print(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})", file=sys.stderr)
-                bad += 1
-                continue
-            try:
-                producer.send(event)
-                good += 1
-            except ValueError as exc:
-                print(f"{path}:{lineno}: {exc}", file=sys.stderr)
-                bad += 1
+    fh = sys.stdin if from_stdin else path.open(encoding="utf-8")
+    with producer:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    print(f"{label}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})", file=sys.stderr)
+                    bad += 1
+                    continue
+                try:
+                    if isinstance(event, dict) and "emitted_at" in event:
+                        event["emitted_at"] = parse_time(event["emitted_at"])
+                    producer.send(event)
+                    good += 1
+                except ValueError as exc:
+                    print(f"{label}:{lineno}: {exc}", file=sys.stderr)
+                    bad += 1
+        finally:
+            if not from_stdin:
+                fh.close()
     undelivered = producer.failed_events
     print(f"{good} predictions sent to {settings.topics.predictions}, {bad} lines rejected"
           f"{f', {undelivered} not delivered' if undelivered else ''}")
@@ -237,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_worker)
     u = sub.add_parser("up", help="embedded broker (unless LOOPLINE_KAFKA_BOOTSTRAP is set) + topics + worker")
     u.set_defaults(func=cmd_up)
-    pr = sub.add_parser("produce", help="send predictions from a JSON-lines file")
-    pr.add_argument("file")
+    pr = sub.add_parser("produce", help="send predictions from a JSON-lines file (or - for stdin)",
+                        description=PRODUCE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("file", help='JSON-lines file of predictions, or "-" for standard input')
     pr.add_argument("--batch-size", type=int, default=None, help="predictions per Kafka record (1 = single events)")
     pr.set_defaults(func=cmd_produce)
     d = sub.add_parser("demo", help="end-to-end demo on the embedded broker with simulated traffic and reviewers")
@@ -266,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_drift_commands(sub)
     add_audit_commands(sub)
+    from loopline.connectors.cli.replay import add_dead_letter_commands
+    from loopline.connectors.cli.schemas import add_schemas_commands
+    from loopline.connectors.cli.tail import add_tail_commands
+
+    add_schemas_commands(sub)
+    add_tail_commands(sub)
+    add_dead_letter_commands(sub)
     return p
 
 

@@ -178,19 +178,13 @@ def cmd_stats(args) -> int:
             parts.append(TierStats.from_state(body["tier_stats_state"]))
     merged = TierStats.merged(parts) if parts else TierStats()
     snap = merged.snapshot()
-    print(json.dumps({"workers": len(parts), "tiers": snap} if args.json else _summary(snap), indent=2))
+    if args.json:
+        print(json.dumps({"workers": len(parts), "tiers": snap}, indent=2))
+    else:
+        from loopline.connectors.cli.stats_table import stats_table
+
+        print(stats_table(snap, len(parts)))
     return code
-
-
-def _summary(snap: dict) -> dict:
-    out = {}
-    for model, m in snap["all_time"].items():
-        out[model] = {"events": m["events"], "tiers": {
-            t: {"events": v["events"], "routed_share": v["routed_share"],
-                "override_rate": v["outcomes"]["override_rate"], "answered": v["outcomes"]["answered"],
-                **({"error_rate_ipw": v["error_rate_ipw"]["estimate"]} if "error_rate_ipw" in v else {})}
-            for t, v in m["tiers"].items()}}
-    return out
 
 
 def add_policy_commands(sub) -> None:
@@ -212,7 +206,7 @@ def add_policy_commands(sub) -> None:
     s = ps.add_parser("status", help="policy version, thresholds, overlays and recent changes per worker")
     s.add_argument("--worker", action="append", help=worker_help)
     s.set_defaults(func=cmd_policy_status)
-    st = sub.add_parser("stats", help="per-model, per-tier statistics merged across workers")
+    st = sub.add_parser("stats", help="per-model, per-tier statistics merged across workers (a table; --json for machines)")
     st.add_argument("--worker", action="append", help=worker_help)
     st.add_argument("--json", action="store_true", help="the full report (windows, histograms, intervals)")
     st.set_defaults(func=cmd_stats)

@@ -7,7 +7,14 @@ predictions topic and returns everything to publish:
   decisions each, in input order), written to the partition of their
   predictions, so decisions stay co-partitioned with predictions and corrections;
 * one ``ReviewTask`` record per review/escalate decision and per audit sample
-  (tasks are single records: people and reviewer tools read them one case at a time);
+  (tasks are single records: people and reviewer tools read them one case at a time),
+  keyed by ``event_id`` and written to ``partition_for(event_id)`` — the partition
+  where every correction keyed by ``event_id`` lands (murmur2, Kafka's default) — so
+  the feedback join never depends on the partitioner the prediction's producer used
+  (null keys, librdkafka's CRC32 ``consistent_random``); predictions that arrived on
+  another partition are counted in ``RouteResult.mispartitioned``;
+* optionally (``decision_events``) one ``RoutingDecision`` per prediction, keyed by
+  ``event_id`` on ``partition_for(event_id)``, for tools that want a row per event;
 * one dead-letter record per bad input: undecodable records with their
   original bytes, an invalid single event with its original bytes, an invalid
   event inside a ``PredictionBatch`` re-encoded alone (so the good events of the
@@ -36,6 +43,7 @@ from loopline.processors.routing.frame_checks import invalid_rows
 from loopline.processors.routing.validation import check_prediction
 from loopline.processors.wire.frame import PredictionFrame, batch_from_events, frame_from_batch, signature
 from loopline.processors.wire.names import TIERS
+from loopline.processors.wire.partitioning import partitions_for
 from loopline.processors.wire.serde import DECISION, DECISION_BATCH, PREDICTION, PREDICTION_BATCH, REVIEW_TASK, AvroSerde
 
 
@@ -77,6 +85,8 @@ class RouteResult:
     dead_by_class: Counter = field(default_factory=Counter)
     routed: list[Routed] = field(default_factory=list)
     latencies_ms: list[np.ndarray] = field(default_factory=list)
+    #: model -> valid predictions whose input partition is not ``partition_for(event_id)``
+    mispartitioned: Counter = field(default_factory=Counter)
 
 
 class Policy(Protocol):
@@ -118,7 +128,8 @@ class Router:
 
     def __init__(self, serde: AvroSerde, policy: Policy, max_skew_ms: int,
                  insights: InsightsProvider | None = None, worker: str = "",
-                 max_decisions_per_record: int = 1000, risk_scorer: RiskScorer | None = None) -> None:
+                 max_decisions_per_record: int = 1000, risk_scorer: RiskScorer | None = None,
+                 partitions: int | None = None, decision_events: bool = False) -> None:
         self.serde = serde
         self.policy = policy
         self.max_skew_ms = max_skew_ms
@@ -126,6 +137,10 @@ class Router:
         self.worker = worker
         self.max_decisions_per_record = max_decisions_per_record
         self.risk_scorer = risk_scorer  # hot-swappable: the override-risk model of the learning loop
+        #: partitions of the review topics (= of the corrections topic); ``None``: tasks stay on the input partition
+        self.partitions = partitions
+        #: also one row-wise ``RoutingDecision`` per prediction (role ``decision_events``, key event_id)
+        self.decision_events = decision_events
 
     def route(self, records: Sequence[InputRecord], now_ms: int | None = None) -> RouteResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -133,7 +148,7 @@ class Router:
         singles: dict[int, list[tuple[InputRecord, dict]]] = {}
         for rec in records:
             try:
-                name, obj = self.serde.decode(rec.value)
+                name, obj = self.serde.decode(rec.value, expect=(PREDICTION, PREDICTION_BATCH))
             except DecodeError as exc:
                 self._dead(result, dead_letter(rec, exc, worker=self.worker), exc.error_class)
                 continue
@@ -198,11 +213,17 @@ class Router:
                 result.by_model_tier[(frame.model_name, name)] += int(counts[t])
         result.latencies_ms.append(now_ms - frame.emitted_at)
         self._decision_records(frame, decisions, partition, now_ms, result)
+        homes = None
+        if self.partitions:
+            homes = partitions_for(frame.event_ids, self.partitions)
+            wrong = int(np.count_nonzero(homes != partition))
+            if wrong:
+                result.mispartitioned[frame.model_name] += wrong
         human = decisions.needs_human()
         if human.any():
             for i in np.flatnonzero(human).tolist():
-                result.outputs.append(self._task(frame, decisions, i, partition, now_ms,
-                                                 None if risk is None else float(risk[i])))
+                result.outputs.append(self._task(frame, decisions, i, partition if homes is None else int(homes[i]),
+                                                 now_ms, None if risk is None else float(risk[i])))
 
     def _decision_records(self, frame: PredictionFrame, d: FrameDecisions, partition: int, now_ms: int,
                           result: RouteResult) -> None:
@@ -224,6 +245,16 @@ class Router:
             }
             result.outputs.append(OutputRecord("decisions", batch_id.encode(), self.serde.encode(DECISION_BATCH, rec),
                                                partition))
+            if self.decision_events:
+                self._decision_rows(rec, result)
+
+    def _decision_rows(self, batch: dict, result: RouteResult) -> None:
+        ids = batch["event_ids"]
+        homes = partitions_for(ids, self.partitions) if self.partitions else [None] * len(ids)
+        for row, home in zip(expand_decision_batch(batch), homes):
+            result.outputs.append(OutputRecord("decision_events", row["event_id"].encode(),
+                                               self.serde.encode(DECISION, row),
+                                               None if home is None else int(home)))
 
     def _task(self, frame: PredictionFrame, d: FrameDecisions, i: int, partition: int, now_ms: int,
               override_risk: float | None = None) -> OutputRecord:

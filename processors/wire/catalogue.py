@@ -7,6 +7,12 @@ use, referred to by name afterwards). Superseded versions in
 expanded with every historical version of the types it references, so a record
 written by any version the project ever shipped resolves by fingerprint.
 
+Every version also answers to an *alias* fingerprint: the one the Apache Avro
+Python library (``avro`` 1.12) computes, whose canonical form keeps logical-typed
+primitives as ``{"type":"long"}`` (see :mod:`loopline.processors.wire.canonical`).
+The bytes after the header are identical, so such records decode as the version
+they name.
+
 Timestamps (``timestamp-millis``) are read and written as plain ``int``
 milliseconds on the hot path: the logical type is kept in the published
 contract but stripped from the parsed schemas used for encoding and decoding,
@@ -28,6 +34,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from loopline.processors.errors import SchemaError
+from loopline.processors.wire.canonical import canonical_form, crc64_avro
 from loopline.processors.wire.names import NAMESPACE
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -141,6 +148,12 @@ class SchemaCatalogue:
                     self._by_fp[version.fingerprint] = version
                 if version.current:
                     self._current[name] = version
+        #: alias fingerprint (the ``avro`` Python library's variant) -> the version it names
+        self._aliases: dict[bytes, SchemaVersion] = {}
+        for version in self._by_fp.values():
+            alias = crc64_avro(canonical_form(version.expanded, avro_python=True).encode())
+            if alias not in self._by_fp and alias not in self._aliases:
+                self._aliases[alias] = version
 
     @classmethod
     def load(cls, folder: Path | None = None) -> SchemaCatalogue:
@@ -208,7 +221,19 @@ class SchemaCatalogue:
             raise SchemaError(f"no schema named {full}") from None
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
-        return self._by_fp.get(fp)
+        """The version a fingerprint names: spec-correct, or the ``avro`` library's alias."""
+        return self._by_fp.get(fp) or self._aliases.get(fp)
+
+    def aliases(self, name: str | None = None) -> dict[bytes, SchemaVersion]:
+        """Alias fingerprint -> version (of ``name`` only, if given); empty for types without logical types."""
+        full = None if name is None else (name if "." in name else f"{NAMESPACE}.{name}")
+        return {fp: v for fp, v in self._aliases.items() if full is None or v.name == full}
+
+    def fingerprints(self, name: str) -> list[tuple[bytes, SchemaVersion, bool]]:
+        """Every fingerprint a record of ``name`` may carry: ``(fingerprint, version, is_alias)``, current first."""
+        out = [(v.fingerprint, v, False) for v in self.versions(name)]
+        out += [(fp, v, True) for fp, v in self.aliases(name).items()]
+        return sorted(out, key=lambda t: (not t[1].current, t[2], t[1].label))
 
     def versions(self, name: str) -> list[SchemaVersion]:
         full = name if "." in name else f"{NAMESPACE}.{name}"

@@ -15,7 +15,7 @@ worker turns those into dead-letter records.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from typing import Any, Protocol
 
@@ -89,6 +89,9 @@ class AvroSerde:
             for v in registry.versions(name):
                 reader = None if v.fingerprint == current.fingerprint else current.parsed
                 self._decoders[v.fingerprint] = (name, v.parsed, reader)
+            for fp, v in registry.aliases(name).items():  # the avro library's variant fingerprints
+                reader = None if v.fingerprint == current.fingerprint else current.parsed
+                self._decoders.setdefault(fp, (name, v.parsed, reader))
         self._confluent_cache: dict[int, tuple[str, dict, dict | None]] = {}
 
     # ---------------------------------------------------------------- encode
@@ -126,8 +129,13 @@ class AvroSerde:
         return buf.getvalue()
 
     # ---------------------------------------------------------------- decode
-    def decode(self, data: bytes | None) -> tuple[str, Any]:
-        """Return ``(type name, record)`` resolved to the current schema version."""
+    def decode(self, data: bytes | None, expect: Sequence[str] = ()) -> tuple[str, Any]:
+        """Return ``(type name, record)`` resolved to the current schema version.
+
+        ``expect``: the types the caller's topic carries; an unknown fingerprint's
+        error then names the fingerprints those types have (else those of the
+        types producers write).
+        """
         if not data:
             raise BadMagicError("empty record value")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -135,7 +143,7 @@ class AvroSerde:
             if entry is None:
                 if len(data) < HEADER_LEN:
                     raise TruncatedPayloadError(f"single-object header cut short ({len(data)} bytes)")
-                raise UnknownSchemaError(f"unknown schema fingerprint {data[2:HEADER_LEN].hex()}")
+                raise UnknownSchemaError(unknown_fingerprint_message(self.registry, data[2:HEADER_LEN], expect))
             offset = HEADER_LEN
         elif data[0] == CONFLUENT_MAGIC and self.confluent is not None:
             if len(data) < 5:
@@ -188,6 +196,20 @@ _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 def clean_message(exc: BaseException) -> str:
     """The library's message with object reprs (``<_io.BytesIO object at 0x…>``) replaced by "the record"."""
     return _OBJECT_REPR.sub("the record", str(exc))[:300]
+
+
+#: the types producers outside Loopline write: named when an unknown fingerprint has no expected type
+PRODUCED_TYPES = (PREDICTION, PREDICTION_BATCH, CORRECTION)
+
+
+def unknown_fingerprint_message(registry: SchemaCatalogue, fp: bytes, expect: Sequence[str] = ()) -> str:
+    """One sentence: the unknown fingerprint and the ones the expected types have (``loopline schemas`` lists all)."""
+    parts = []
+    for name in expect or PRODUCED_TYPES:
+        fps = ", ".join(f.hex() for f, _, _ in registry.fingerprints(name))
+        parts.append(f"{name.rsplit('.', 1)[-1]}: {fps}")
+    return (f"unknown schema fingerprint {fp.hex()}; known fingerprints ({'; '.join(parts)}); "
+            f"`loopline schemas` lists every schema")
 
 
 def schema_version_of(data: bytes, registry: SchemaCatalogue) -> SchemaVersion | None:

@@ -115,3 +115,36 @@ def test_vectorised_checks_agree_with_row_rules(mutate):
     mask = invalid_rows(frame, NOW, 300_000)
     expected = np.array([check_prediction(frame.row(i), NOW, 300_000) is not None for i in range(frame.n)])
     assert (mask == expected).all()
+
+
+def test_review_tasks_go_to_the_partition_of_their_answers_whatever_the_input_partition():
+    from loopline.processors.wire.partitioning import partition_for
+
+    evs = make_events(400, start_ms=NOW - 1000)
+    for e in evs:
+        e["confidence"] = 0.75  # every one becomes a review task
+    # all on partition 0, as a null-key or CRC32 producer may send them; a batch on partition 2
+    recs = [InputRecord(SERDE.encode(PREDICTION, e), "p", 0, i) for i, e in enumerate(evs[:300])]
+    recs.append(InputRecord(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs[300:], "b")), "p", 2, 0))
+    r = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, partitions=4)
+    res = r.route(recs, now_ms=NOW)
+    tasks = [o for o in res.outputs if o.role == "review_analyst"]
+    assert len(tasks) == 400
+    for t in tasks:
+        assert t.partition == partition_for(t.key, 4)
+    homes = [partition_for(e["event_id"].encode(), 4) for e in evs]
+    want = sum(h != 0 for h in homes[:300]) + sum(h != 2 for h in homes[300:])
+    assert 0 < want < 400 and sum(res.mispartitioned.values()) == want
+    assert set(res.mispartitioned) <= {e["model_name"] for e in evs}
+    # decisions stay with their input partition (no join depends on them)
+    assert {o.partition for o in res.outputs if o.role == "decisions"} == {0, 2}
+
+
+def test_murmur2_producer_has_no_mispartitioned_predictions():
+    from loopline.processors.wire.partitioning import partition_for
+
+    evs = make_events(200, start_ms=NOW - 1000)
+    recs = [InputRecord(SERDE.encode(PREDICTION, e), "p", partition_for(e["event_id"].encode(), 4), i)
+            for i, e in enumerate(evs)]
+    res = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, partitions=4).route(recs, now_ms=NOW)
+    assert res.decided == 200 and sum(res.mispartitioned.values()) == 0
