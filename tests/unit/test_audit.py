@@ -275,3 +275,15 @@ def test_a_failed_transaction_is_retried_and_commits_nothing_until_written(tmp_p
     calls["n"] = 0
     assert sink._write_until_done(recs, stop=lambda: True) is False  # stopping while failing: not written, not committed
     sink.db.close()
+
+
+def test_audit_metric_names_are_pinned():
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    pinned = json.loads((Path(__file__).parent / "persisted_names.json").read_text())["audit_metric_types"]
+    r = CollectorRegistry()
+    SinkMetrics.create(r)
+    text = generate_latest(r).decode()
+    assert sorted(" ".join(line.split()[2:4]) for line in text.splitlines() if line.startswith("# TYPE loopline")) == pinned
