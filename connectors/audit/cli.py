@@ -32,12 +32,23 @@ def _install_stop_handlers() -> dict:
 
 
 def _open_db(settings):
-    from loopline.connectors.audit.db import AuditDB, AuditDBError
+    """The audit database for a read-only question; one sentence and exit 2 when there is none yet."""
+    from loopline.connectors.audit.db import AuditDB, AuditDBError, sqlite_path
+    from loopline.connectors.audit.migrations import current_version
 
+    url = settings.audit_url
     try:
-        return AuditDB(settings.audit_url)
+        if url.startswith("sqlite:") and not sqlite_path(url).is_file():
+            _fail(f"no audit database at {sqlite_path(url)} (start `loopline audit-sink`, or set LOOPLINE_AUDIT_DB_URL)")
+        db = AuditDB(url)
     except AuditDBError as exc:
         _fail(str(exc))
+    try:
+        current_version(db)
+    except Exception:  # noqa: BLE001 - no schema_migrations table: the sink never ran against it
+        db.close()
+        _fail("the audit database has no audit tables yet (start `loopline audit-sink` against it first)")
+    return db
 
 
 def _iso_ms(text: str, flag: str) -> int:

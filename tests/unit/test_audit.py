@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 
 import pytest
 
@@ -231,3 +232,58 @@ def test_docs_show_each_question_verbatim():
     for name, (_, sql, _) in QUESTIONS.items():
         assert sql in doc, f"docs/audit.md lacks the SQL of {name}"
     assert PG_TIME_TO_ANSWER_PERCENTILES in doc
+
+
+def test_cli_questions_without_an_audit_database_fail_in_one_sentence(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "none" / "audit.sqlite3"
+    monkeypatch.setenv("LOOPLINE_AUDIT_DB_URL", f"sqlite:///{missing}")
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "history", "ev-1"])
+    assert e.value.code == 2 and "no audit database" in capsys.readouterr().err
+    assert not missing.exists()  # a question creates nothing
+    empty = tmp_path / "empty.sqlite3"
+    AuditDB(f"sqlite:///{empty}").close()
+    monkeypatch.setenv("LOOPLINE_AUDIT_DB_URL", f"sqlite:///{empty}")
+    with pytest.raises(SystemExit) as e:
+        main(["audit", "export", "--from", "2026-01-01", "--to", "2026-01-02", "--out", str(tmp_path / "x.csv")])
+    assert e.value.code == 2 and "no audit tables" in capsys.readouterr().err
+
+
+def test_a_failed_transaction_is_retried_and_commits_nothing_until_written(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from loopline.connectors.audit.sink import AuditSink
+    from loopline.streams.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'f.sqlite3'}"
+    s = Settings(audit_db_url=url)
+    sink = AuditSink(s, registry=CollectorRegistry(), serde=SERDE)
+    recs, _, _ = traffic()
+    real = sink.write
+    calls = {"n": 0}
+
+    def flaky(records):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(records)
+
+    sink.write = flaky
+    assert sink._write_until_done(recs, stop=lambda: False) is True
+    assert calls["n"] == 2 and sink.metrics.db_errors._value.get() == 1
+    assert count(sink.db, "decisions") == 300
+    calls["n"] = 0
+    assert sink._write_until_done(recs, stop=lambda: True) is False  # stopping while failing: not written, not committed
+    sink.db.close()
+
+
+def test_audit_metric_names_are_pinned():
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    pinned = json.loads((Path(__file__).parent / "persisted_names.json").read_text())["audit_metric_types"]
+    r = CollectorRegistry()
+    SinkMetrics.create(r)
+    text = generate_latest(r).decode()
+    assert sorted(" ".join(line.split()[2:4]) for line in text.splitlines() if line.startswith("# TYPE loopline")) == pinned

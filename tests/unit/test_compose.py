@@ -634,8 +634,9 @@ def _docker_compose_available() -> bool:
 
 
 def audit_problems(compose: dict) -> list[str]:
-    """The audit sink runs ``loopline audit-sink`` against the postgres service of this file, with the user,
-    password, database and port that service is configured with, and starts only once it is healthy."""
+    """The audit sink runs ``loopline audit-sink`` and, with the review server, uses the postgres service of
+    this file with the user, password, database and port that service is configured with, starting only
+    once it is healthy."""
     from urllib.parse import urlsplit
 
     services = compose.get("services") or {}
@@ -645,21 +646,25 @@ def audit_problems(compose: dict) -> list[str]:
     problems = []
     if as_words(audit.get("command")) != ["loopline", "audit-sink"]:
         problems.append(f"audit: command {audit.get('command')} is not `loopline audit-sink`")
-    env, pg_env = service_env(audit), service_env(pg)
-    url = urlsplit(env.get("LOOPLINE_AUDIT_DB_URL", ""))
-    if url.scheme not in ("postgresql", "postgres"):
-        problems.append(f"audit: LOOPLINE_AUDIT_DB_URL is not a postgresql:// URL ({url.scheme!r})")
-    if url.hostname != "postgres" or (url.port or 5432) != int(pg_env.get("PGPORT", 5432)):
-        problems.append(f"audit: LOOPLINE_AUDIT_DB_URL points at {url.hostname}:{url.port}, not postgres:5432")
-    if url.username != pg_env.get("POSTGRES_USER", "postgres"):
-        problems.append(f"audit: user {url.username!r} is not POSTGRES_USER {pg_env.get('POSTGRES_USER')!r}")
-    if url.password != pg_env.get("POSTGRES_PASSWORD"):
-        problems.append("audit: the URL's password is not the postgres service's POSTGRES_PASSWORD")
-    if url.path.lstrip("/") != pg_env.get("POSTGRES_DB", pg_env.get("POSTGRES_USER", "postgres")):
-        problems.append(f"audit: database {url.path!r} is not POSTGRES_DB {pg_env.get('POSTGRES_DB')!r}")
-    dep = (audit.get("depends_on") or {}).get("postgres") if isinstance(audit.get("depends_on"), dict) else None
-    if not dep or dep.get("condition") != "service_healthy":
-        problems.append("audit: does not wait for postgres to be healthy")
+    pg_env = service_env(pg)
+    for name, var in (("audit", "LOOPLINE_AUDIT_DB_URL"), ("review", "LOOPLINE_REVIEW_DB_URL")):
+        svc = services.get(name) or {}
+        url = urlsplit(service_env(svc).get(var, ""))
+        if url.scheme not in ("postgresql", "postgres"):
+            problems.append(f"{name}: {var} is not a postgresql:// URL ({url.scheme!r})")
+            continue
+        if url.hostname != "postgres" or (url.port or 5432) != int(pg_env.get("PGPORT", 5432)):
+            problems.append(f"{name}: {var} points at {url.hostname}:{url.port}, not postgres:5432")
+        if url.username != pg_env.get("POSTGRES_USER", "postgres"):
+            problems.append(f"{name}: user {url.username!r} is not POSTGRES_USER {pg_env.get('POSTGRES_USER')!r}")
+        if url.password != pg_env.get("POSTGRES_PASSWORD"):
+            problems.append(f"{name}: the URL's password is not the postgres service's POSTGRES_PASSWORD")
+        if url.path.lstrip("/") != pg_env.get("POSTGRES_DB", pg_env.get("POSTGRES_USER", "postgres")):
+            problems.append(f"{name}: database {url.path!r} is not POSTGRES_DB {pg_env.get('POSTGRES_DB')!r}")
+        deps = svc.get("depends_on")
+        dep = deps.get("postgres") if isinstance(deps, dict) else None
+        if not dep or dep.get("condition") != "service_healthy":
+            problems.append(f"{name}: does not wait for postgres to be healthy")
     if not (pg.get("healthcheck") or {}).get("test"):
         problems.append("postgres: no healthcheck for the audit sink to wait on")
     return problems
@@ -669,7 +674,7 @@ def test_audit_sink_is_wired_to_postgres(compose):
     assert audit_problems(compose) == []
 
 
-@pytest.mark.parametrize("service", ["audit"])
+@pytest.mark.parametrize("service", ["audit", "review"])
 def test_audit_env_values_are_valid_settings(compose, service, monkeypatch):
     env = {k: v for k, v in service_env(compose["services"][service]).items() if k.startswith("LOOPLINE_")}
     for var in list(os.environ):
@@ -677,7 +682,8 @@ def test_audit_env_values_are_valid_settings(compose, service, monkeypatch):
             monkeypatch.delenv(var)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    assert Settings().audit_url.startswith("postgresql://")
+    s = Settings()
+    assert (s.audit_url if service == "audit" else s.review_db_url).startswith("postgresql://")
 
 
 def test_docker_compose_config_parses():
@@ -774,6 +780,14 @@ def _break_audit_wait(c):
     c["services"]["audit"]["depends_on"]["postgres"] = {"condition": "service_started"}
 
 
+def _break_review_db(c):
+    del c["services"]["review"]["environment"]["LOOPLINE_REVIEW_DB_URL"]
+
+
+def _break_review_wait(c):
+    del c["services"]["review"]["depends_on"]["postgres"]
+
+
 def _break_audit_scrape(c):
     c["services"]["audit"]["environment"]["LOOPLINE_AUDIT_PORT"] = "7071"
 
@@ -801,6 +815,8 @@ def _break_audit_scrape(c):
     (_break_audit_db_name, audit_problems),
     (_break_audit_wait, audit_problems),
     (_break_audit_scrape, prometheus_problems),
+    (_break_review_db, audit_problems),
+    (_break_review_wait, audit_problems),
 ], ids=lambda x: getattr(x, "__name__", "check"))
 def test_checks_catch_mistakes(compose, breaker, check):
     broken = copy.deepcopy(compose)
