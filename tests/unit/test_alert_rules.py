@@ -244,3 +244,31 @@ def test_scaled_real_rules_are_valid(tmp_path):
     path.write_text(yaml.safe_dump(scale_rules(load_rules(), 20, min_seconds=3)), encoding="utf-8")
     result = run_promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_drift_ownership_move_refires_without_keep_firing_for(tmp_path):
+    """The "no re-firing when drift ownership moves" case depends on ``keep_firing_for``:
+    without it the alert resolves while the new owner's detector is still at 0."""
+    rules = load_rules()
+    (drift,) = [r for r in alert_rules(rules) if r["alert"] == "LooplineDriftActive"]
+    assert drift.pop("keep_firing_for")
+    result = run_unit_tests_against(rules, tmp_path)
+    assert failing_alerts(result.stdout + result.stderr) == {"LooplineDriftActive"}
+
+
+def test_every_part_has_a_down_and_an_absent_alert():
+    """Workers, review server, learner and audit sink: a known target not answering
+    (``up == 0``) and a target gone from discovery (``absent(up{job=...})``)."""
+    rules = {r["alert"]: r["expr"].strip() for r in alert_rules(load_rules())}
+    jobs = {"loopline-worker": "LooplineWorker", "loopline-review": "LooplineReviewServer",
+            "loopline-learner": "LooplineLearner", "loopline-audit-sink": "LooplineAuditSink"}
+    for job, stem in jobs.items():
+        down = rules.get(stem + "Down")
+        absent = rules.get(stem + ("sAbsent" if job == "loopline-worker" else "Absent"))
+        assert down == f'up{{job="{job}"}} == 0', (job, down)
+        assert absent == f'absent(up{{job="{job}"}})', (job, absent)
+    assert "loopline_expected_workers" in rules["LooplineWorkersBelowExpected"]
+    scrape_jobs = {c["job_name"] for c in yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))["scrape_configs"]}
+    # the audit sink's scrape job comes with its compose service (issue #23)
+    assert set(jobs) - {"loopline-audit-sink"} <= scrape_jobs, "every alerted job is scraped by the shipped config"
