@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
 from loopline.streams.confluent import build_serde
+from loopline.streams.conventions import apply_conventions
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.learning.metrics import LearningMetrics
 from loopline.streams.metrics import WorkerMetrics
@@ -156,6 +157,7 @@ class LooplineWorker:
                              insights=CompositeInsights(self.insight_providers), worker=self.worker_id)
         self.ready = False
         self.app = self._build_app()
+        apply_conventions(self.metrics.registry, settings.expected_workers)
 
     def _build_app(self) -> faust.App:
         s = self.settings

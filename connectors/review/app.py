@@ -23,6 +23,7 @@ from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
 from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
 from loopline.connectors.review.store import ReviewStore
+from loopline.streams.conventions import apply_conventions
 
 COOKIE = "loopline_review"
 _PUBLIC = {"/login", "/metrics", "/healthz"}
@@ -197,7 +198,9 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
                                  settings.max_tasks)
     if publisher is None:
         publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic)
-    service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))
+    registry = CollectorRegistry()
+    apply_conventions(registry)  # process_* / python_* collectors, no *_created series
+    service = ReviewService(settings, store, publisher, ReviewMetrics(registry, store))
     app = web.Application(middlewares=[auth_and_errors], client_max_size=64 * 1024)
     app[SERVICE] = service
     app[SIGNER] = SessionSigner(settings.session_key, settings.session_seconds)
