@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
     log_level: str = Field("warn", description="log level of worker processes (debug, info, warn, error)")
+    slice_series_max: int = Field(200, ge=0, description="most loopline_slice_error_rate series a worker exports: the slices with the highest verified error rate across all models")
     expected_workers: int = Field(1, ge=0, description="route workers this deployment runs (set the same value on every worker); exported as loopline_expected_workers for the alert LooplineWorkersBelowExpected and the dashboard's workers-up panel")
 
     @property

@@ -84,3 +84,28 @@ def test_the_catalogue_check_can_fail(worker_text):
     documented = catalogue_names(OPERATIONS.read_text(encoding="utf-8"))
     assert "loopline_predictions_total" in documented
     assert exposition_names(worker_text + "# TYPE loopline_undocumented gauge\n") - documented == {"loopline_undocumented"}
+
+
+def test_lag_in_predictions_follows_the_events_per_record_the_route_agent_saw():
+    """Records lag times the moving average of predictions per record (offsets given in
+    place of a running consumer's; the arithmetic is what is under test)."""
+    from types import SimpleNamespace
+
+    from loopline.streams.lag import ConsumerLagCollector
+    from loopline.streams.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    batch = SimpleNamespace(by_model_tier={("fraud", "auto"): 1000}, dead_by_class={}, outputs=[],
+                            latencies_ms=[], predictions=1000)
+    metrics.record_route("loopline.predictions", 4, batch)  # 4 PredictionBatch records, 250 each
+
+    class Fixed(ConsumerLagCollector):
+        def offsets(self):
+            return {("loopline.predictions", 0): (110, 100), ("loopline.corrections", 1): (7, 4)}
+
+    registry = CollectorRegistry()
+    registry.register(Fixed(None, metrics.per_record.mean))
+    get = registry.get_sample_value
+    assert get("loopline_consumer_lag", {"topic": "loopline.predictions", "partition": "0"}) == 10
+    assert get("loopline_consumer_lag_predictions", {"topic": "loopline.predictions", "partition": "0"}) == 2500
+    assert get("loopline_consumer_lag_predictions", {"topic": "loopline.corrections", "partition": "1"}) == 3
