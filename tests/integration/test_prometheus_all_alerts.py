@@ -83,7 +83,7 @@ class Exporter:
         self.drift_active = Gauge("loopline_drift_active", "drift", ["model", "signal"], registry=r)
         # driven by the scenarios
         self.stuck: set[str] = set()                                   # topics whose consumer is stuck
-        self.queues = {"analyst": (10, 0), "escalation": (10, 0)}      # tier -> (waiting, past due)
+        self.queues = {"review": (10, 0), "escalate": (10, 0)}      # tier -> (waiting, past due)
         self.learn_seconds = 1.0                                       # correction -> learned
         self.override_rate = {("fraud", "review"): 0.10, ("fraud", "auto"): 0.04}
         self.auto_error_rate = 0.01
@@ -202,10 +202,10 @@ def scenarios(exp: Exporter) -> list[Scenario]:
     return [
         # a routed-volume surge on a tier: the queue grows 10x; 20% (fast) / 9% (slow) of it past due;
         # removing the cause: the late tasks get answered while the queue stays large
-        Scenario("LooplineReviewSLABurnFast", {"tier": "analyst"}, setter(exp.queues, "analyst", (100, 20)),
-                 setter(exp.queues, "analyst", (100, 0)), detect_s=scaled("5m"), clear_s=scaled("5m")),
-        Scenario("LooplineReviewSLABurnSlow", {"tier": "escalation"}, setter(exp.queues, "escalation", (100, 9)),
-                 setter(exp.queues, "escalation", (100, 0)), detect_s=scaled("30m"), clear_s=scaled("30m")),
+        Scenario("LooplineReviewSLABurnFast", {"tier": "review"}, setter(exp.queues, "review", (100, 20)),
+                 setter(exp.queues, "review", (100, 0)), detect_s=scaled("5m"), clear_s=scaled("5m")),
+        Scenario("LooplineReviewSLABurnSlow", {"tier": "escalate"}, setter(exp.queues, "escalate", (100, 9)),
+                 setter(exp.queues, "escalate", (100, 0)), detect_s=scaled("30m"), clear_s=scaled("30m")),
         # the route agent stops finishing batches (and committing) while predictions keep arriving
         Scenario("LooplineNoEventsProcessed", {}, lambda: exp.stuck.add(PREDICTIONS),
                  lambda: exp.stuck.discard(PREDICTIONS), detect_s=scaled("5m"), clear_s=MIN_WINDOW, holds_off=True),

@@ -240,7 +240,7 @@ def test_review_server_exports_past_due_tasks():
     registry = CollectorRegistry()
     ReviewMetrics(registry, store)
     value = lambda tier: registry.get_sample_value("loopline_review_tasks_past_due", {"tier": tier})  # noqa: E731
-    assert (value("analyst"), value("escalation")) == (1, 1)
+    assert (value("review"), value("escalate")) == (1, 1)  # the tier vocabulary of the worker
     assert store.past_due(now + 3600) == {"analyst": 2, "escalation": 2}
 
 
