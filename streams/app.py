@@ -384,7 +384,8 @@ def create_worker(settings: Settings | None = None) -> LooplineWorker:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM."""
-    from faust.worker import Worker as FaustWorker
+    from loopline.streams.worker_logging import faust_worker, register_activity_log
 
     worker = create_worker(settings)
-    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    register_activity_log(worker, worker.app, settings.activity_log_seconds)
+    faust_worker(worker.app, settings).execute_from_commandline()

@@ -6,6 +6,7 @@ environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
     log_level: str = Field("warn", description="log level of worker processes (debug, info, warn, error)")
+    log_format: Literal["text", "json"] = Field("text", description="log line format of worker processes: text (plain lines, no terminal codes) or json (one object per line: ts, level, logger, message)")
+    activity_log_seconds: float = Field(60.0, ge=0, description="a running worker logs one activity line (predictions routed, dead letters, lag) this often, at the default log level; 0 = never")
+    broker_timeout_seconds: float = Field(10.0, gt=0, description="CLI commands give up with one sentence (exit 2) when the Kafka broker does not answer within this time")
     slice_series_max: int = Field(200, ge=0, description="most loopline_slice_error_rate series a worker exports: the slices with the highest verified error rate across all models")
     expected_workers: int = Field(1, ge=0, description="route workers this deployment runs (set the same value on every worker); exported as loopline_expected_workers for the alert LooplineWorkersBelowExpected and the dashboard's workers-up panel")
 
