@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: LOOPLINE_BROKER_PORT or free)")
     b.set_defaults(func=cmd_broker)
     t = sub.add_parser("topics", help="manage Loopline topics")
-    t.add_argument("action", choices=["create"])
+    t.add_argument("action", choices=["create"], help="create: create every Loopline topic and wait for the result")
     t.set_defaults(func=cmd_topics)
     w = sub.add_parser("worker", help="run a worker against LOOPLINE_KAFKA_BOOTSTRAP")
     w.set_defaults(func=cmd_worker)
@@ -231,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub)
     add_model_commands(sub)
     add_drift_commands(sub)
-    return p
+    from loopline.connectors.cli.help import describe_all
+
+    return describe_all(p)
 
 
 def settings_error(exc) -> str:
@@ -246,9 +248,11 @@ def settings_error(exc) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
+    from loopline.connectors.cli.errors import run
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        return run(args, args.func)
     except ValidationError as exc:
         print(f"loopline: {settings_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
