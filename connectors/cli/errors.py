@@ -149,9 +149,9 @@ def sentence(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"address already in use ({exc.strerror}): choose a free port", EXIT_FAILURE
     if isinstance(exc, ValidationError):
-        from loopline.connectors.cli.main import settings_error
-
-        return settings_error(exc), EXIT_FAILURE
+        bad = "; ".join(f"LOOPLINE_{'_'.join(str(x) for x in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
+                        for e in exc.errors())
+        return f"invalid setting: {bad}", EXIT_FAILURE
     if isinstance(exc, (LooplineError, ValueError)):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__, EXIT_FAILURE
     first = str(exc).splitlines()[0] if str(exc) else ""

@@ -41,6 +41,15 @@ def alert_rules(rules: dict) -> list[dict]:
     return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 
 
+PARTS_GROUP = "loopline-parts"
+
+
+def without_parts(rules: dict) -> dict:
+    """``rules`` without the "part going missing" group: for a test Prometheus that scrapes one
+    job only, those rules would fire for every job it does not scrape (promtool covers them)."""
+    return {**rules, "groups": [g for g in rules["groups"] if g["name"] != PARTS_GROUP]}
+
+
 def duration_seconds(text: str) -> float:
     """'1h30m' -> 5400.0"""
     total, pos = 0.0, 0
@@ -58,7 +67,7 @@ def format_duration(seconds: float) -> str:
 
 
 def scale_rules(rules: dict, factor: float, min_seconds: float = 0.0) -> dict:
-    """A copy of ``rules`` with every time constant divided by ``factor``: ``for:``, range
+    """A copy of ``rules`` with every time constant divided by ``factor``: ``for:``, ``keep_firing_for:``, range
     selectors ``[5m]``, subquery steps and ``offset``. Lets a real Prometheus show in seconds
     what the production rules do in minutes; durations never go below ``min_seconds``
     (e.g. a few scrape intervals, so a rate window still holds samples)."""
@@ -75,8 +84,9 @@ def scale_rules(rules: dict, factor: float, min_seconds: float = 0.0) -> dict:
     for group in out["groups"]:
         for rule in group["rules"]:
             rule["expr"] = scale_expr(rule["expr"])
-            if "for" in rule:
-                rule["for"] = scaled(rule["for"])
+            for key in ("for", "keep_firing_for"):
+                if key in rule:
+                    rule[key] = scaled(rule[key])
     return out
 
 
@@ -230,10 +240,10 @@ def test_firing_cases_fail_when_nothing_fires(tmp_path):
 def test_scale_rules_divides_every_time_constant():
     rules = {"groups": [{"name": "g", "rules": [
         {"alert": "A", "expr": 'sum(rate(x_total[5m])) > 0 and max(y offset 10m) > 1 and max_over_time(z[1h:1m]) > 0',
-         "for": "15m"}]}]}
+         "for": "15m", "keep_firing_for": "30m"}]}]}
     out = scale_rules(rules, 60, min_seconds=2)
     rule = out["groups"][0]["rules"][0]
-    assert rule["for"] == "15s"
+    assert rule["for"] == "15s" and rule["keep_firing_for"] == "30s"
     assert rule["expr"] == 'sum(rate(x_total[5s])) > 0 and max(y offset 10s) > 1 and max_over_time(z[60s:2s]) > 0'
     assert rules["groups"][0]["rules"][0]["for"] == "15m"  # the input is untouched
 
