@@ -26,6 +26,7 @@ from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
 from loopline.streams.confluent import build_serde
 from loopline.streams.control import worker_control_middleware
+from loopline.streams.conventions import apply_conventions
 from loopline.streams.kafka_security import kafka_security
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.learning.metrics import LearningMetrics
@@ -164,6 +165,7 @@ class LooplineWorker:
                                    on_retry=self.metrics.publish_retries.inc, on_dead_letter=self._dead_lettered)
         self.metrics.publish_stalled.set_function(self.publisher.waiting_seconds)
         self.app = self._build_app()
+        apply_conventions(self.metrics.registry, settings.expected_workers)
 
     def _build_app(self) -> faust.App:
         s = self.settings
@@ -408,7 +410,8 @@ def create_worker(settings: Settings | None = None) -> LooplineWorker:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until SIGINT/SIGTERM."""
-    from faust.worker import Worker as FaustWorker
+    from loopline.streams.worker_logging import faust_worker, register_activity_log
 
     worker = create_worker(settings)
-    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    register_activity_log(worker, worker.app, settings.activity_log_seconds)
+    faust_worker(worker.app, settings).execute_from_commandline()

@@ -7,7 +7,10 @@ closed set, partitions of Loopline's own topics):
   partition (Kafka convention: the *next* offset to read); 0 while the group has
   committed nothing there yet;
 * ``loopline_consumer_lag`` — high watermark minus committed offset: records on
-  the broker that this worker has not committed yet.
+  the broker that this worker has not committed yet;
+* ``loopline_consumer_lag_predictions`` — the same lag in events: records times
+  the moving average of events per record the route agent saw on that topic (a
+  PredictionBatch record holds up to 500 predictions; other topics count 1).
 
 Both are read from memory, never from the broker, so a scrape costs no network
 round trip: the high watermark is the one the consumer learnt from its last
@@ -30,6 +33,7 @@ True
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -38,16 +42,19 @@ log = logging.getLogger("loopline.lag")
 
 LAG = "loopline_consumer_lag"
 COMMITTED = "loopline_committed_offset"
+LAG_EVENTS = "loopline_consumer_lag_predictions"
 
 
 class ConsumerLagCollector(Collector):
     """Yields the lag and committed-offset gauges of ``app``'s consumer; empty before it runs."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, events_per_record: Callable[[str], float] = lambda topic: 1.0) -> None:
         self.app = app
+        self.events_per_record = events_per_record
 
     def describe(self):
         return [GaugeMetricFamily(LAG, "", labels=["topic", "partition"]),
+                GaugeMetricFamily(LAG_EVENTS, "", labels=["topic", "partition"]),
                 GaugeMetricFamily(COMMITTED, "", labels=["topic", "partition"])]
 
     def offsets(self) -> dict[tuple[str, int], tuple[int, int]]:
@@ -78,6 +85,9 @@ class ConsumerLagCollector(Collector):
     def collect(self):
         lag = GaugeMetricFamily(LAG, "High watermark minus committed offset of each input partition assigned to "
                                      "this worker (records not yet committed).", labels=["topic", "partition"])
+        lag_events = GaugeMetricFamily(LAG_EVENTS, "Consumer lag in events (predictions): records not yet "
+                                                   "committed times the mean events per record of the topic.",
+                                       labels=["topic", "partition"])
         committed = GaugeMetricFamily(COMMITTED, "Offset this worker last committed on each assigned input "
                                                  "partition (next offset to read; 0 = none yet).",
                                       labels=["topic", "partition"])
@@ -89,13 +99,15 @@ class ConsumerLagCollector(Collector):
         for (topic, partition), (high, done) in sorted(offsets.items()):
             labels = [topic, str(partition)]
             lag.add_metric(labels, max(0, high - done))
+            lag_events.add_metric(labels, round(max(0, high - done) * self.events_per_record(topic)))
             committed.add_metric(labels, done)
         yield lag
+        yield lag_events
         yield committed
 
 
 def register_lag_metrics(worker, app) -> ConsumerLagCollector:
     """Register the lag gauges of ``app``'s consumer on ``worker.metrics.registry``."""
-    collector = ConsumerLagCollector(app)
+    collector = ConsumerLagCollector(app, worker.metrics.per_record.mean)
     worker.metrics.registry.register(collector)
     return collector

@@ -68,6 +68,29 @@ class BatchHistogram(Collector):
         return [HistogramMetricFamily(self.name, self.documentation, buckets=[("+Inf", 0)], sum_value=0)]
 
 
+class EventsPerRecord:
+    """Moving average of the events (predictions) per Kafka record of each input topic.
+
+    Turns a lag in records into a lag in predictions: the route agent reports each batch;
+    topics never reported count one event per record.
+
+    >>> e = EventsPerRecord(alpha=0.5)
+    >>> e.observe("p", 100.0); e.observe("p", 300.0); e.mean("p"), e.mean("other")
+    (200.0, 1.0)
+    """
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self.alpha = alpha
+        self._mean: dict[str, float] = {}
+
+    def observe(self, topic: str, events_per_record: float) -> None:
+        old = self._mean.get(topic)
+        self._mean[topic] = events_per_record if old is None else old + self.alpha * (events_per_record - old)
+
+    def mean(self, topic: str) -> float:
+        return self._mean.get(topic, 1.0)
+
+
 class WorkerMetrics:
     """Every metric the route agent exports."""
 
@@ -108,6 +131,8 @@ class WorkerMetrics:
         self.publish_stalled = Gauge("loopline_publish_stalled_seconds",
                                      "Seconds the current batch's outputs have been failing to publish (0 = healthy); "
                                      "above LOOPLINE_PUBLISH_STALL_SECONDS /readyz answers 503.", registry=r)
+        # predictions per Kafka record (a PredictionBatch holds up to 500), for lag in predictions
+        self.per_record = EventsPerRecord()
         self.processing_errors = Counter("loopline_processing_errors_total",
                                          "Batches whose processing raised unexpectedly (records went to dead letter).",
                                          ["agent"], registry=r)
@@ -120,6 +145,8 @@ class WorkerMetrics:
     def record_route(self, topic: str, n_records: int, result) -> None:
         """Update every route metric once for a whole batch."""
         self.input_records.labels(topic).inc(n_records)
+        if n_records:
+            self.per_record.observe(topic, (result.predictions + sum(result.dead_by_class.values())) / n_records)
         per_model: dict[str, int] = {}
         for (model, tier), n in result.by_model_tier.items():
             m = self.model_label(model)

@@ -58,11 +58,12 @@ class CalibrationRuntime:
     def __init__(self, holder, registry: CollectorRegistry, drift_active: Callable[[str], bool] = lambda m: False,
                  window_ms: int | None = None, model_label: Callable[[str], str] = str,
                  seen_capacity: int = 200_000, autopilot_specs: dict | None = None,
-                 slice_specs: dict | None = None) -> None:
+                 slice_specs: dict | None = None, max_slice_series: int = 200) -> None:
         self.holder = holder
         # explicit specs (model -> spec) win over the policy file's; for embedding and tests
         self._ap_specs = autopilot_specs or {}
         self._slice_specs = slice_specs or {}
+        self.max_slice_series = max_slice_series  # bound of loopline_slice_error_rate series per worker
         self.model_label = model_label
         specs = [self.spec_for(m) for m in self.configured_models()]
         minutes = max([s.window_minutes for s in specs if s is not None] or [60.0])
@@ -188,13 +189,17 @@ class CalibrationRuntime:
             if last is not None and "estimate" in last.evidence:
                 self.g_err.labels(label).set(last.evidence["estimate"])
         self.g_slice.clear()  # only the slices reported now: a value that left the top-K loses its series
+        rows_out = []
         for model in self.slices.models():
             for dim, rows in self.slices.report(model).items():
                 attr = dim.split(":", 1)[1]
                 for r in rows:
                     if r["verified_error_rate"] is not None:
-                        self.g_slice.labels(self.model_label(model), f"{attr}={r['slice']}").set(
-                            r["verified_error_rate"])
+                        rows_out.append((r["verified_error_rate"], self.model_label(model), f"{attr}={r['slice']}"))
+        # bounded: the max_slice_series worst slices of all models (ties: by name, stable across scrapes)
+        rows_out.sort(key=lambda row: (-row[0], row[1], row[2]))
+        for rate, model_label, slice_label in rows_out[:self.max_slice_series]:
+            self.g_slice.labels(model_label, slice_label).set(rate)
 
     def stats(self) -> dict:
         """The ``calibration`` section of ``GET /stats`` (see :func:`loopline.connectors.cli.policy_status.policy_status`)."""
@@ -210,7 +215,8 @@ class CalibrationRuntime:
 def register_calibration(worker, app) -> CalibrationRuntime:
     """Attach calibration, slices and the autopilot to ``worker`` (run it where the feedback agent runs)."""
     rt = CalibrationRuntime(worker.policy, worker.metrics.registry, drift_reader(worker),
-                            model_label=worker.metrics.model_label)
+                            model_label=worker.metrics.model_label,
+                            max_slice_series=worker.settings.slice_series_max)
     worker.calibration = rt
     worker.example_hooks.append(rt.on_examples)
     worker.route_hooks.append(rt.on_route)

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     dead_letter_max_bytes: int = Field(65536, ge=0, description="bytes of the original value kept in the dead letter of an output that cannot be published")
     allow_dev_key: bool = Field(False, description="accept a public snapshot HMAC key with a broker on another host (production mode); for test setups only")
     review_min_password_length: int = Field(12, ge=1, description="shortest password `loopline reviewers add` accepts")
+    log_format: Literal["text", "json"] = Field("text", description="log line format of worker processes: text (plain lines, no terminal codes) or json (one object per line: ts, level, logger, message)")
+    activity_log_seconds: float = Field(60.0, ge=0, description="a running worker logs one activity line (predictions routed, dead letters, lag) this often, at the default log level; 0 = never")
+    broker_timeout_seconds: float = Field(10.0, gt=0, description="CLI commands give up with one sentence (exit 2) when the Kafka broker does not answer within this time")
+    slice_series_max: int = Field(200, ge=0, description="most loopline_slice_error_rate series a worker exports: the slices with the highest verified error rate across all models")
+    expected_workers: int = Field(1, ge=0, description="route workers this deployment runs (set the same value on every worker); exported as loopline_expected_workers for the alert LooplineWorkersBelowExpected and the dashboard's workers-up panel")
 
     @property
     def agent_set(self) -> set[str]:

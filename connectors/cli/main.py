@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: LOOPLINE_BROKER_PORT or free)")
     b.set_defaults(func=cmd_broker)
     t = sub.add_parser("topics", help="manage Loopline topics")
-    t.add_argument("action", choices=["create"])
+    t.add_argument("action", choices=["create"], help="create: create every Loopline topic and wait for the result")
     t.set_defaults(func=cmd_topics)
     w = sub.add_parser("worker", help="run a worker against LOOPLINE_KAFKA_BOOTSTRAP")
     w.set_defaults(func=cmd_worker)
@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_schemas_commands(sub)
     add_tail_commands(sub)
     add_dead_letter_commands(sub)
-    return p
+    from loopline.connectors.cli.help import describe_all
+
+    return describe_all(p)
 
 
 def settings_error(exc) -> str:
@@ -342,9 +344,11 @@ def settings_error(exc) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
+    from loopline.connectors.cli.errors import run
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        return run(args, args.func)
     except ValidationError as exc:
         print(f"loopline: {settings_error(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -99,9 +99,10 @@ def control_token(token_file: str | None) -> str | None:
 def cmd_policy_apply(args) -> int:
     text = _read_policy(args.file).encode()
     token = control_token(args.token_file)
-    if token is None:
-        print("loopline: no control token (--token-file or LOOPLINE_CONTROL_TOKEN): workers will refuse the change",
-              file=sys.stderr)
+    if token is None:  # every worker would answer 401: say it once instead of once per worker
+        print("loopline: no control token: set LOOPLINE_CONTROL_TOKEN or pass --token-file "
+              "(workers refuse policy changes without one)", file=sys.stderr)
+        return EXIT_USAGE
     code = EXIT_OK
     for w in _workers(args):
         try:

@@ -29,6 +29,7 @@ from loopline.connectors.review.service import ReviewError, ReviewMetrics, Revie
 from loopline.connectors.review.sessions import SessionRegistry
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
 from loopline.connectors.review.store import ReviewStore
+from loopline.streams.conventions import apply_conventions
 
 COOKIE = "loopline_review"
 _PUBLIC = {"/login", "/metrics", "/healthz"}
@@ -224,7 +225,9 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
     if publisher is None:
         publisher = CorrectionPublisher(settings.bootstrap, settings.corrections_topic,
                                         security=settings.kafka_security)
-    service = ReviewService(settings, store, publisher, ReviewMetrics(CollectorRegistry(), store))
+    registry = CollectorRegistry()
+    apply_conventions(registry)  # process_* / python_* collectors, no *_created series
+    service = ReviewService(settings, store, publisher, ReviewMetrics(registry, store))
     app = web.Application(middlewares=[auth_and_errors], client_max_size=64 * 1024)
     app[SERVICE] = service
     sessions = SessionRegistry(settings.session_seconds, settings.session_idle_seconds, settings.max_sessions)

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from loopline.connectors.review.auth import ROLES, hash_password, verify_password
 from loopline.connectors.review.feed import correction_for
-from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, ReviewSettings
+from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, TIER_OF_QUEUE, ReviewSettings
 from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound
 from loopline.connectors.review.throttle import LoginThrottle
 from loopline.processors.errors import LooplineError
@@ -136,11 +136,12 @@ class _StoreCollector:
                                    labels=["tier"])
         past_due = GaugeMetricFamily("loopline_review_tasks_past_due", "waiting (unleased) tasks past their due_by",
                                      labels=["tier"])
-        for q in QUEUES:
-            depth.add_metric([q], stats[q]["waiting"])
-            leased.add_metric([q], stats[q]["leased"])
-            oldest.add_metric([q], stats[q]["oldest_age_seconds"])
-            past_due.add_metric([q], late[q])
+        for q in QUEUES:  # label tier: the worker's tier names (review, escalate), not the queue names
+            tier = TIER_OF_QUEUE[q]
+            depth.add_metric([tier], stats[q]["waiting"])
+            leased.add_metric([tier], stats[q]["leased"])
+            oldest.add_metric([tier], stats[q]["oldest_age_seconds"])
+            past_due.add_metric([tier], late[q])
         yield from (depth, leased, oldest, past_due)
         yield CounterMetricFamily("loopline_review_lease_expiries", "leases that expired unanswered",
                                   value=self.store.counter("lease_expiries"))
@@ -350,6 +351,6 @@ class ReviewService:
         if wire == "escalate":
             self.store.escalate_copy(task, now)
         self.store.record_answer(task, wire, label, now)
-        self.metrics.reviews.labels(queue, wire).inc()
-        self.metrics.latency.labels(queue).observe(review_seconds)
+        self.metrics.reviews.labels(TIER_OF_QUEUE[queue], wire).inc()
+        self.metrics.latency.labels(TIER_OF_QUEUE[queue]).observe(review_seconds)
         return correction

@@ -32,7 +32,7 @@ import yaml
 
 from loopline.connectors.broker import free_port
 from loopline.connectors.processes import WorkerProcess
-from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, scale_rules
+from tests.unit.test_alert_rules import alert_rules, duration_seconds, load_rules, scale_rules, without_parts
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -302,7 +302,7 @@ def broker_high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
 # ------------------------------------------------------------------ the test
 def test_alerts_fire_and_resolve_on_a_real_prometheus(loopline_settings, tmp_path):
     s = loopline_settings.model_copy(update={"agents": "route,drift"})
-    rules = scale_rules(load_rules(), FACTOR, min_seconds=MIN_WINDOW)
+    rules = scale_rules(without_parts(load_rules()), FACTOR, min_seconds=MIN_WINDOW)
     worker = LagWorker(s, tmp_path / "worker.log").start()
     feeder = Feeder(s)
     prom = Prometheus(tmp_path, rules, [f"{s.web_host}:{s.web_port}"])

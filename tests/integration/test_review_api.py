@@ -217,8 +217,8 @@ def test_submit_publishes_one_correction_then_double_submit_is_409(server, loopl
     assert rec["review_seconds"] >= 0 and len(rec["correction_id"]) == 32
     assert rec["correction_id"] == body["correction"]["correction_id"]
     _, metrics = client.call("GET", "/metrics")
-    assert 'loopline_review_reviews_total{action="override",tier="analyst"} 1.0' in metrics
-    assert 'loopline_review_queue_depth{tier="analyst"} 1.0' in metrics
+    assert 'loopline_review_reviews_total{action="override",tier="review"} 1.0' in metrics
+    assert 'loopline_review_queue_depth{tier="review"} 1.0' in metrics
 
 
 def test_bad_input_is_refused_and_publishes_nothing(server, loopline_settings):

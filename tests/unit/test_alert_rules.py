@@ -41,6 +41,15 @@ def alert_rules(rules: dict) -> list[dict]:
     return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
 
 
+PARTS_GROUP = "loopline-parts"
+
+
+def without_parts(rules: dict) -> dict:
+    """``rules`` without the "part going missing" group: for a test Prometheus that scrapes one
+    job only, those rules would fire for every job it does not scrape (promtool covers them)."""
+    return {**rules, "groups": [g for g in rules["groups"] if g["name"] != PARTS_GROUP]}
+
+
 def duration_seconds(text: str) -> float:
     """'1h30m' -> 5400.0"""
     total, pos = 0.0, 0
@@ -58,7 +67,7 @@ def format_duration(seconds: float) -> str:
 
 
 def scale_rules(rules: dict, factor: float, min_seconds: float = 0.0) -> dict:
-    """A copy of ``rules`` with every time constant divided by ``factor``: ``for:``, range
+    """A copy of ``rules`` with every time constant divided by ``factor``: ``for:``, ``keep_firing_for:``, range
     selectors ``[5m]``, subquery steps and ``offset``. Lets a real Prometheus show in seconds
     what the production rules do in minutes; durations never go below ``min_seconds``
     (e.g. a few scrape intervals, so a rate window still holds samples)."""
@@ -75,8 +84,9 @@ def scale_rules(rules: dict, factor: float, min_seconds: float = 0.0) -> dict:
     for group in out["groups"]:
         for rule in group["rules"]:
             rule["expr"] = scale_expr(rule["expr"])
-            if "for" in rule:
-                rule["for"] = scaled(rule["for"])
+            for key in ("for", "keep_firing_for"):
+                if key in rule:
+                    rule[key] = scaled(rule[key])
     return out
 
 
@@ -230,10 +240,10 @@ def test_firing_cases_fail_when_nothing_fires(tmp_path):
 def test_scale_rules_divides_every_time_constant():
     rules = {"groups": [{"name": "g", "rules": [
         {"alert": "A", "expr": 'sum(rate(x_total[5m])) > 0 and max(y offset 10m) > 1 and max_over_time(z[1h:1m]) > 0',
-         "for": "15m"}]}]}
+         "for": "15m", "keep_firing_for": "30m"}]}]}
     out = scale_rules(rules, 60, min_seconds=2)
     rule = out["groups"][0]["rules"][0]
-    assert rule["for"] == "15s"
+    assert rule["for"] == "15s" and rule["keep_firing_for"] == "30s"
     assert rule["expr"] == 'sum(rate(x_total[5s])) > 0 and max(y offset 10s) > 1 and max_over_time(z[60s:2s]) > 0'
     assert rules["groups"][0]["rules"][0]["for"] == "15m"  # the input is untouched
 
@@ -244,3 +254,31 @@ def test_scaled_real_rules_are_valid(tmp_path):
     path.write_text(yaml.safe_dump(scale_rules(load_rules(), 20, min_seconds=3)), encoding="utf-8")
     result = run_promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_drift_ownership_move_refires_without_keep_firing_for(tmp_path):
+    """The "no re-firing when drift ownership moves" case depends on ``keep_firing_for``:
+    without it the alert resolves while the new owner's detector is still at 0."""
+    rules = load_rules()
+    (drift,) = [r for r in alert_rules(rules) if r["alert"] == "LooplineDriftActive"]
+    assert drift.pop("keep_firing_for")
+    result = run_unit_tests_against(rules, tmp_path)
+    assert failing_alerts(result.stdout + result.stderr) == {"LooplineDriftActive"}
+
+
+def test_every_part_has_a_down_and_an_absent_alert():
+    """Workers, review server, learner and audit sink: a known target not answering
+    (``up == 0``) and a target gone from discovery (``absent(up{job=...})``)."""
+    rules = {r["alert"]: r["expr"].strip() for r in alert_rules(load_rules())}
+    jobs = {"loopline-worker": "LooplineWorker", "loopline-review": "LooplineReviewServer",
+            "loopline-learner": "LooplineLearner", "loopline-audit-sink": "LooplineAuditSink"}
+    for job, stem in jobs.items():
+        down = rules.get(stem + "Down")
+        absent = rules.get(stem + ("sAbsent" if job == "loopline-worker" else "Absent"))
+        assert down == f'up{{job="{job}"}} == 0', (job, down)
+        assert absent == f'absent(up{{job="{job}"}})', (job, absent)
+    assert "loopline_expected_workers" in rules["LooplineWorkersBelowExpected"]
+    scrape_jobs = {c["job_name"] for c in yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))["scrape_configs"]}
+    # the audit sink's scrape job comes with its compose service (issue #23)
+    assert set(jobs) <= scrape_jobs, "every alerted job is scraped by the shipped config"

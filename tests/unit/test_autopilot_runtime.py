@@ -164,3 +164,27 @@ def test_per_class_thresholds_are_respected():
     assert adj.evidence["current_estimate"] == 0.0  # the fraud reviews are not in the auto region of 0.95
     assert (adj.action, adj.new_threshold) == ("loosen", 0.93)
     assert holder.policy.model("fraud").min_confidence_by_class["fraud"] == 0.97
+
+
+def test_slice_series_are_bounded_to_the_worst():
+    """``max_slice_series`` caps ``loopline_slice_error_rate``: the slices with the highest
+    verified error rate stay, the rest lose their series."""
+    def slice_series(registry):
+        return {s.labels["slice"]: s.value for m in registry.collect() if m.name == "loopline_slice_error_rate"
+                for s in m.samples}
+
+    async def no_log(change):
+        return None
+
+    full, capped = CollectorRegistry(), CollectorRegistry()
+    for registry, cap in ((full, 200), (capped, 1)):
+        holder = PolicyHolder(Policy.from_toml(POLICY))
+        rt = runtime(holder, registry, max_slice_series=cap)
+        result, examples = traffic(holder)
+        rt.on_route(result)
+        rt.on_examples(examples)
+        asyncio.run(rt.tick(no_log, now_ms=T0 + 1000, force=True))
+    everything = slice_series(full)
+    assert len(everything) >= 2, everything
+    worst = min(everything, key=lambda k: (-everything[k], k))
+    assert slice_series(capped) == {worst: everything[worst]}

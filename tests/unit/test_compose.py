@@ -399,7 +399,7 @@ def prometheus_problems(compose: dict) -> list[str]:
         for sc in am.get("static_configs") or []:
             targets += [("alertmanagers", t) for t in sc.get("targets", [])]
     jobs = {job for job, _ in targets}
-    for needed in ("loopline-worker", "loopline-review", "loopline-audit", "alertmanagers"):
+    for needed in ("loopline-worker", "loopline-review", "loopline-audit-sink", "alertmanagers"):
         if needed not in jobs:
             problems.append(f"prometheus: nothing configured for {needed}")
     for job, target in targets:
@@ -822,3 +822,76 @@ def test_checks_catch_mistakes(compose, breaker, check):
     broken = copy.deepcopy(compose)
     breaker(broken)
     assert check(broken), f"{breaker.__name__} went unnoticed"
+
+
+# ------------------------------------------------------------------ every part (issue #22)
+LOOPLINE_SERVICES = ("worker", "learner", "review")
+
+
+def every_part_problems(compose: dict) -> list[str]:
+    """Workers, one learner and the review server run; each mounts the policy file it is
+    told to read, needs the HMAC key from the environment (no development default)."""
+    services = compose.get("services") or {}
+    problems = []
+    for name in LOOPLINE_SERVICES:
+        svc = services.get(name)
+        if svc is None:
+            problems.append(f"service {name!r} is missing")
+            continue
+        env = service_env(svc)
+        key = str(env.get("LOOPLINE_SNAPSHOT_HMAC_KEY", ""))
+        if not re.fullmatch(r"\$\{LOOPLINE_SNAPSHOT_HMAC_KEY:\?[^}]+\}", key):
+            problems.append(f"{name}: LOOPLINE_SNAPSHOT_HMAC_KEY must be required (${{VAR:?message}}), not {key!r}")
+        policy = env.get("LOOPLINE_POLICY_FILE")
+        host = mounted_file(svc, policy) if policy else None
+        if host is None or not host.is_file():
+            problems.append(f"{name}: LOOPLINE_POLICY_FILE {policy!r} is not mounted from a file of the repository")
+    learner = service_env(services.get("learner", {}))
+    if learner.get("LOOPLINE_AGENTS") != "learn":
+        problems.append("learner: LOOPLINE_AGENTS must be exactly 'learn'")
+    if learner.get("LOOPLINE_APP_ID") in (None, service_env(services.get("worker", {})).get("LOOPLINE_APP_ID", "loopline-worker")):
+        problems.append("learner: needs its own LOOPLINE_APP_ID (consumer group)")
+    if "learn" in str(service_env(services.get("worker", {})).get("LOOPLINE_AGENTS", "route,feedback,drift")):
+        problems.append("worker: runs the learn agent (only the learner service may)")
+    if "LOOPLINE_EXPECTED_WORKERS" not in service_env(services.get("worker", {})):
+        problems.append("worker: LOOPLINE_EXPECTED_WORKERS is not set")
+    return problems
+
+
+def compose_variables(text: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+
+
+def test_every_part_runs_with_policy_and_required_secret(compose):
+    assert every_part_problems(compose) == []
+
+
+def test_every_variable_of_the_compose_file_is_documented():
+    """Each ${VAR} the file reads is named in its header, and each LOOPLINE_* it sets is in
+    docs/configuration.md."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    header = text.split("\nname:", 1)[0]
+    for var in compose_variables(text):
+        assert var in header, f"{var} is used by docker-compose.yml but not described in its header"
+    config_doc = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for var in set(re.findall(r"^\s+(LOOPLINE_[A-Z0-9_]+):", text, flags=re.M)):
+        assert var in config_doc, f"{var} is not in docs/configuration.md"
+
+
+def _drop_learner(c):
+    del c["services"]["learner"]
+
+
+def _default_hmac(c):
+    c["services"]["review"]["environment"]["LOOPLINE_SNAPSHOT_HMAC_KEY"] = "${LOOPLINE_SNAPSHOT_HMAC_KEY:-change-me}"
+
+
+def _unmount_policy(c):
+    c["services"]["worker"]["volumes"] = [v for v in c["services"]["worker"]["volumes"] if "policy" not in v]
+
+
+@pytest.mark.parametrize("breaker", [_drop_learner, _default_hmac, _unmount_policy])
+def test_every_part_check_catches_mistakes(compose, breaker):
+    broken = copy.deepcopy(compose)
+    breaker(broken)
+    assert every_part_problems(broken), f"{breaker.__name__} went unnoticed"

@@ -169,7 +169,7 @@ def test_alert_rules_query_only_exported_metrics(exported):
 
 def test_the_name_check_catches_a_typo(dashboard, exported):
     broken = json.loads(json.dumps(dashboard))
-    target = next(p for p in broken["panels"] if p.get("targets"))["targets"][0]
+    target = next(t for p in broken["panels"] for t in p.get("targets", []) if "loopline_predictions_total" in t["expr"])
     target["expr"] = target["expr"].replace("loopline_predictions_total", "loopline_prediction_total")
     problems = unknown_metric_problems(dashboard_queries(broken), exported)
     assert problems and "loopline_prediction_total" in problems[0]
@@ -189,8 +189,6 @@ def test_dashboard_covers_what_an_sre_needs(dashboard):
 
 
 def test_dashboard_structure(dashboard):
-    ds = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
-    uids = {d["uid"] for d in ds}
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     assert dashboard["uid"] and dashboard["title"]
@@ -198,7 +196,7 @@ def test_dashboard_structure(dashboard):
         assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
         if panel["type"] != "row":
-            assert panel["datasource"]["uid"] in uids, f"{panel['title']}: datasource not provisioned"
+            assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", f"{panel['title']}: hard-coded datasource"
             assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
 
 
@@ -242,5 +240,51 @@ def test_review_server_exports_past_due_tasks():
     registry = CollectorRegistry()
     ReviewMetrics(registry, store)
     value = lambda tier: registry.get_sample_value("loopline_review_tasks_past_due", {"tier": tier})  # noqa: E731
-    assert (value("analyst"), value("escalation")) == (1, 1)
+    assert (value("review"), value("escalate")) == (1, 1)  # the tier vocabulary of the worker
     assert store.past_due(now + 3600) == {"analyst": 2, "escalation": 2}
+
+
+# ------------------------------------------------------------------ importable anywhere (issue #22)
+def test_datasource_is_an_input_and_a_variable(dashboard):
+    """Importing asks for the Prometheus (``__inputs``); file provisioning, which ignores
+    ``__inputs``, resolves ``${DS_PROMETHEUS}`` through the datasource variable of that name.
+    No uid of one Grafana is written anywhere."""
+    (inp,) = [i for i in dashboard["__inputs"] if i["name"] == "DS_PROMETHEUS"]
+    assert inp["type"] == "datasource" and inp["pluginId"] == "prometheus"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    provisioned = {d["uid"] for d in yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]}
+    text = DASHBOARD.read_text(encoding="utf-8")
+    assert [uid for uid in provisioned if uid in text] == []
+
+
+def panel_units(panel: dict) -> set[str]:
+    fc = panel.get("fieldConfig") or {}
+    units = {(fc.get("defaults") or {}).get("unit") or "none"}
+    for override in fc.get("overrides") or []:
+        units |= {p["value"] for p in override.get("properties", []) if p.get("id") == "unit"}
+    return units
+
+
+def test_one_unit_per_panel(dashboard):
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert len(panel_units(panel)) == 1, (panel["title"], panel_units(panel))
+    lag = [p for p in dashboard["panels"] if any("loopline_consumer_lag" in t["expr"] for t in p.get("targets", []))]
+    assert lag and all(panel_units(p) != {"short"} and panel_units(p) != {"none"} for p in lag), "lag panel needs its unit"
+
+
+def test_the_unit_check_catches_a_mixed_panel(dashboard):
+    broken = json.loads(json.dumps(dashboard))
+    panel = next(p for p in broken["panels"] if p["type"] == "timeseries")
+    panel["fieldConfig"]["overrides"] = [{"matcher": {"id": "byName", "options": "x"},
+                                          "properties": [{"id": "unit", "value": "bytes"}]}]
+    assert len(panel_units(panel)) == 2
+
+
+def test_health_panels_for_every_part(dashboard):
+    health = " ".join(expr for _, expr in dashboard_queries(dashboard))
+    for job in ("loopline-worker", "loopline-review", "loopline-learner"):
+        assert f'up{{job="{job}"}}' in health, f"no health panel for {job}"
+    assert "loopline_expected_workers" in health, "workers up must be shown against the expected count"
