@@ -42,7 +42,7 @@ def learning_stats(worker) -> dict:
 def register_learner(worker, app: faust.App) -> None:
     s = worker.settings
     names = s.topics
-    rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id)
+    rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id, policy=worker.policy)
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every learn or route agent
     kw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
