@@ -8,8 +8,9 @@ out), with the true label, the challenger's prediction and the producer's.
 Both sides are scored on a rolling window of ``window`` such events in the
 stage in force (windows restart at every stage change, so each stage is judged
 on its own evidence). "Beats" needs both a metric lift and a paired sign test
-on the events where exactly one side is right (McNemar's z at least ``z``), so
-two equally good models do not trade places on noise:
+on the events where exactly one side is right (McNemar's z at least ``z``;
+for F1, among the events F1 counts — the positive label true or predicted by
+either side), so two equally good models do not trade places on noise:
 
 =============  ===================================================================
 stage          moves on
@@ -99,6 +100,8 @@ class ServingController:
         self._ca.update(true, champion, 1.0 if champion == true else 0.0)
         self._n += 1
         d = (challenger == true) - (champion == true)
+        if self.metric == "f1" and self.positive is not None and self.positive not in (true, challenger, champion):
+            d = 0  # a true negative of both sides: F1 does not count it
         if len(self._pairs) == self._pairs.maxlen:
             old = self._pairs[0]
             self._net -= old

@@ -21,7 +21,10 @@ reads those outcomes one at a time, for one model:
   share of traffic to humans);
 * **restore** one level when, on the outcomes since the last change (at least
   ``min_restore`` effective outcomes), the *upper* Wilson bound is back inside
-  the budget.
+  the budget, or the mirror CUSUM (``H1: error = budget / alarm_ratio`` against
+  ``H0: error = budget``) exceeds ``cusum_h`` — the sequential proof that the
+  error is below budget, which does not need the thousands of outcomes a
+  bound needs when the budget sits close to the model's usual error.
 
 Every change is an :class:`AutonomyChange` with its evidence (estimate,
 interval, effective n, CUSUM statistic, confident-error share, position in the
@@ -153,6 +156,10 @@ class AutonomyMonitor:
         p0, p1 = s.error_budget, s.error_budget * s.alarm_ratio
         self._llr_err = math.log(p1 / p0)
         self._llr_ok = math.log((1 - p1) / (1 - p0))
+        pb = p0 / s.alarm_ratio
+        self._below_err = math.log(pb / p0)
+        self._below_ok = math.log((1 - pb) / (1 - p0))
+        self.below = 0.0  # mirror CUSUM: evidence that the error is under budget
         self.changes: list[AutonomyChange] = []
 
     def observe(self, wrong: bool, propensity: float, confidence: float, position: int) -> AutonomyChange | None:
@@ -172,6 +179,7 @@ class AutonomyMonitor:
         if wrong:
             self._errors.append(confidence)
         self.cusum = max(0.0, self.cusum + w * (self._llr_err if wrong else self._llr_ok))
+        self.below = max(0.0, self.below + w * (self._below_err if wrong else self._below_ok))
         s = self.spec
         if self.cusum > s.cusum_h and self.level < len(s.levels):
             confident = self.confident_error_share()
@@ -179,7 +187,7 @@ class AutonomyMonitor:
             return self._move("lower", new, position, confident)
         if self.level > 0 and self._since.n_eff >= s.min_restore:
             _, upper = wilson(self._since.estimate, self._since.n_eff, self._z)
-            if upper <= s.error_budget:
+            if upper <= s.error_budget or self.below > s.cusum_h:
                 return self._move("restore", self.level - 1, position, self.confident_error_share())
         return None
 
@@ -204,8 +212,9 @@ class AutonomyMonitor:
                     "since_change_lower": since_lo, "since_change_n": self._since.n_eff,
                     "confident_error_share": confident, "error_budget": self.spec.error_budget,
                     "position": float(position), "outcomes": float(self.outcomes)}
+        evidence["below_cusum"] = self.below
         old, self.level = self.level, new
-        self.cusum = 0.0
+        self.cusum = self.below = 0.0
         self._since = _Weighted()
         change = AutonomyChange(self.model, action, old, new, self.spec.levels[new - 1] if new else None, evidence)
         self.changes.append(change)
