@@ -49,7 +49,7 @@ SHIFT_AT, DRIFT_AT = 0.4, 0.7
 POLICY = 'version = "bench-loop"\n[models.fraud]\npositive_label = "fraud"\n[models.fraud.tiers.auto]\n' \
          'min_confidence = 0.9\naudit_rate = 0.02\n'
 NOISE = 0.03
-ERROR_BUDGET = 0.015  # the auto tier's error budget (the producer's auto-tier error is ~1.1% before the change)
+ERROR_BUDGET = 0.02  # the auto tier's error budget (the producer's auto-tier error is ~1.1% before the change)
 #: autonomy levels sized to the team: audits that no one can answer would only crowd out the chosen tasks
 LEVELS = (AutonomyLevel(0.04, 0.03), AutonomyLevel(0.06, 0.06))
 OPEN = dict(reviewer_max_share=1.0, reviewer_max_per_window=10**9)
@@ -138,8 +138,11 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
             changes.append({"at": at, "action": c.action, "level": c.new_level,
                             **{k: c.evidence[k] for k in ("estimate", "lower", "upper", "cusum")}})
         learner.learn_batch([(ex, 0, None) for ex in examples])
-    return figures(seed, traffic, true_all, prod_all, served_all, human, audited, served_by_ch, level, changes,
-                   stages, answers_per_hour, eps)
+    rep = figures(seed, traffic, true_all, prod_all, served_all, human, audited, served_by_ch, level, changes,
+                  stages, answers_per_hour, eps)
+    rep["serving_status"] = serving.status()
+    rep["learner_quality"] = {k: v for k, v in learner.stats()["quality"].items() if k.endswith(".all")}
+    return rep
 
 
 def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, changes, stages, aph, eps) -> dict:

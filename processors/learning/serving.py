@@ -8,9 +8,10 @@ out), with the true label, the challenger's prediction and the producer's.
 Both sides are scored on a rolling window of ``window`` such events in the
 stage in force (windows restart at every stage change, so each stage is judged
 on its own evidence). "Beats" needs both a metric lift and a paired sign test
-on the events where exactly one side is right (McNemar's z at least ``z``;
-for F1, among the events F1 counts — the positive label true or predicted by
-either side), so two equally good models do not trade places on noise:
+on the window: for accuracy McNemar's z on the events where exactly one side
+is right (at least ``z``); for F1 a paired bootstrap of the window (seeded,
+``resamples`` draws) in which the challenger wins at least ``confidence`` of
+the time — so two equally good models do not trade places on noise:
 
 =============  ===================================================================
 stage          moves on
@@ -46,6 +47,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from loopline.processors.learning.window import RollingQuality
 
 STAGES = ("champion", "shadow", "share", "full")
@@ -67,7 +70,8 @@ def _unit(event_id: str) -> float:
 class ServingController:
     def __init__(self, positive: str | None = None, metric: str = "f1", window: int = 500, min_examples: int = 200,
                  margin: float = 0.02, rollback_margin: float = 0.02, share: float = 0.25,
-                 gate: Callable[[], bool] | None = None, z: float = 1.64) -> None:
+                 gate: Callable[[], bool] | None = None, z: float = 1.64, confidence: float = 0.95,
+                 resamples: int = 200, seed: int = 0) -> None:
         if metric not in ("f1", "accuracy"):
             raise ValueError(f"serving metric must be f1 or accuracy, got {metric!r}")
         self.positive = positive
@@ -79,6 +83,9 @@ class ServingController:
         self.share = share
         self.gate = gate
         self.z = z
+        self.confidence = confidence
+        self.resamples = resamples
+        self._rng = np.random.default_rng(seed)
         self.stage = "champion"
         self.changes: list[StageChange] = []
         self._reset()
@@ -88,11 +95,34 @@ class ServingController:
         self._ca = RollingQuality(self.window, self.positive)
         self._n = 0
         self._pairs: deque = deque(maxlen=self.window)  # +1 challenger alone right, -1 champion alone right
+        self._rows: deque = deque(maxlen=self.window)  # (true, challenger, champion) is the positive label
         self._net = 0
         self._discordant = 0
 
     def _mcnemar(self) -> float:
         return self._net / math.sqrt(self._discordant) if self._discordant else 0.0
+
+    def _win_share(self) -> float:
+        """Share of paired bootstrap resamples of the window in which the challenger's F1 is higher."""
+        rows = np.array(self._rows, dtype=bool)
+        idx = self._rng.integers(0, len(rows), size=(self.resamples, len(rows)))
+        t, ch, ca = rows[idx, 0], rows[idx, 1], rows[idx, 2]
+
+        def f1(p):
+            tp = (t & p).sum(1)
+            den = 2 * tp + (~t & p).sum(1) + (t & ~p).sum(1)
+            return np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+
+        d = f1(ch) - f1(ca)
+        return float((d > 0).mean() + 0.5 * (d == 0).mean())
+
+    def _sure(self, better: bool) -> bool:
+        """The window's evidence that the challenger is better (or, ``better=False``, worse)."""
+        if self.metric == "f1" and self.positive is not None:
+            share = self._win_share()
+            return share >= self.confidence if better else 1.0 - share >= self.confidence
+        z = self._mcnemar()
+        return z >= self.z if better else z <= -self.z
 
     def observe(self, true: str, challenger: str, champion: str, position: int = 0) -> StageChange | None:
         """One corrected event the challenger has not learned yet; returns the stage change it caused."""
@@ -100,8 +130,8 @@ class ServingController:
         self._ca.update(true, champion, 1.0 if champion == true else 0.0)
         self._n += 1
         d = (challenger == true) - (champion == true)
-        if self.metric == "f1" and self.positive is not None and self.positive not in (true, challenger, champion):
-            d = 0  # a true negative of both sides: F1 does not count it
+        pos = self.positive
+        self._rows.append((true == pos, challenger == pos, champion == pos))
         if len(self._pairs) == self._pairs.maxlen:
             old = self._pairs[0]
             self._net -= old
@@ -112,10 +142,9 @@ class ServingController:
         if self._n < self.min_examples:
             return None
         ch, ca = self._ch.report()[self.metric], self._ca.report()[self.metric]
-        z = self._mcnemar()
-        if self.stage != "champion" and ch < ca - self.rollback_margin and z <= -self.z:
+        if self.stage != "champion" and ch < ca - self.rollback_margin and self._sure(better=False):
             return self._move("champion", position, ch, ca)
-        if self.stage != "full" and ch >= ca + self.margin and z >= self.z:
+        if self.stage != "full" and ch >= ca + self.margin and self._sure(better=True):
             if self.stage == "champion" and self.gate is not None and not self.gate():
                 return None
             return self._move(STAGES[STAGES.index(self.stage) + 1], position, ch, ca)
