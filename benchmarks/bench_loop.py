@@ -42,7 +42,7 @@ from loopline.processors.learning.features import example_features, risk_feature
 from loopline.processors.learning.serving import ServingController
 from loopline.processors.policy.capacity import ReviewCapacity, expected_error
 from loopline.processors.policy.policy import Policy, PolicyHolder
-from loopline.processors.quality.autonomy import AutonomyLevel, AutonomySpec
+from loopline.processors.quality.autonomy import AutonomyLevel, AutonomyMonitor, AutonomySpec
 from loopline.streams.autonomy import AutonomyRuntime
 
 SHIFT_AT, DRIFT_AT = 0.4, 0.7
@@ -68,6 +68,10 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
     holder = PolicyHolder(Policy.from_toml(POLICY))
     spec = AutonomySpec(error_budget=ERROR_BUDGET, levels=LEVELS)
     autonomy = AutonomyRuntime(holder, lambda m: spec)
+    # the same sequential test, reset after every alarm, on the same audits: detection delays and false alarms
+    # of the test itself (the runtime's monitor stops alarming once autonomy is at its lowest level)
+    detector = AutonomyMonitor("fraud", spec)
+    alarms: list[int] = []
     capacity = ReviewCapacity(answers_per_hour)
     learner = ModelLearner("fraud", LearnerConfig(positive_label="fraud", **OPEN))
     serving = ServingController(positive="fraud", min_examples=150, window=400)
@@ -126,6 +130,9 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
                     "policy_version": d.policy_version, "task_created_at": e["emitted_at"],
                     "reviewed_at": e["emitted_at"], "review_seconds": 30.0, "prediction": e})
                 if is_audit[i]:
+                    if detector.observe(label != e["predicted_label"], d.sampling_propensity, e["confidence"], k):
+                        alarms.append(k)
+                        detector.level = 0
                     sc = serving.observe(label, ch_pred[i], e["predicted_label"], position=k)
                     if sc is not None:
                         stages.append({"at": k, "from": sc.old, "to": sc.new, **sc.evidence})
@@ -139,13 +146,14 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
                             **{k: c.evidence[k] for k in ("estimate", "lower", "upper", "cusum")}})
         learner.learn_batch([(ex, 0, None) for ex in examples])
     rep = figures(seed, traffic, true_all, prod_all, served_all, human, audited, served_by_ch, level, changes,
-                  stages, answers_per_hour, eps)
+                  stages, answers_per_hour, eps, alarms)
     rep["serving_status"] = serving.status()
     rep["learner_quality"] = {k: v for k, v in learner.stats()["quality"].items() if k.endswith(".all")}
     return rep
 
 
-def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, changes, stages, aph, eps) -> dict:
+def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, changes, stages, aph, eps,
+            alarms) -> dict:
     n = len(true)
     wrong = prod != true
     shift, drift = traffic.shift_index, traffic.drift_index
@@ -160,9 +168,11 @@ def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, cha
     delay = {}
     for name, at, until in (("feature_shift", shift, drift), ("concept_change", drift, n)):
         hit = [x for x in lowers if at <= x < until]
-        delay[name] = {"autonomy_cusum": hit[0] - at if hit else None, "drift_monitor": None}
+        test = [x for x in alarms if at <= x < until]
+        delay[name] = {"autonomy_lowered": hit[0] - at if hit else None,
+                       "audit_error_cusum": test[0] - at if test else None, "drift_monitor": None}
     stationary = shift
-    false_alarms = sum(1 for x in lowers if x < stationary)
+    false_alarms = sum(1 for x in alarms if x < stationary)
     return {
         "seed": seed, "events": n, "events_per_second": eps, "team_answers_per_hour": aph,
         "team_capacity_share": aph / (3600 * eps), "error_budget": ERROR_BUDGET,
@@ -176,6 +186,7 @@ def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, cha
         "served_fp": fp_served, "producer_fp": fp_prod, "served_fp_change": (fp_served - fp_prod) / max(fp_prod, 1),
         "detection_delay_events": delay,
         "false_alarms_per_100k": false_alarms * 100_000 / max(stationary, 1), "stationary_events": stationary,
+        "audit_error_alarms": alarms,
         "served_by_challenger_share": float(by_ch.mean()),
         "autonomy_changes": changes, "serving_stages": stages,
         "_series": {"level": level, "human": human, "wrong": wrong, "served_wrong": served != true, "by_ch": by_ch,
@@ -222,7 +233,7 @@ def summary(reps: list[dict]) -> dict:
             "false_alarms_per_100k", "served_by_challenger_share")
     out = {k: {"min": min(r[k] for r in reps), "mean": float(np.mean([r[k] for r in reps])),
                "max": max(r[k] for r in reps)} for k in keys}
-    delays = [r["detection_delay_events"]["concept_change"]["autonomy_cusum"] for r in reps]
+    delays = [r["detection_delay_events"]["concept_change"]["audit_error_cusum"] for r in reps]
     out["concept_detection_delay_events"] = delays
     return out
 
@@ -251,7 +262,7 @@ def main() -> None:
               f"served FP {rep['served_fp_change']:+.3f}  F1 after change served "
               f"{[round(v, 3) for v in rep['served_f1_by_cycle']['concept_change']]} vs producer "
               f"{[round(v, 3) for v in rep['producer_f1_by_cycle']['concept_change']]}  concept delay "
-              f"{rep['detection_delay_events']['concept_change']['autonomy_cusum']}  false alarms/100k "
+              f"{rep['detection_delay_events']['concept_change']['audit_error_cusum']}  false alarms/100k "
               f"{rep['false_alarms_per_100k']:.2f}  stages {[(s['at'], s['to']) for s in rep['serving_stages']]}")
     sweep = []
     if args.sweep:

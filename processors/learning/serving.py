@@ -17,15 +17,20 @@ the time — so two equally good models do not trade places on noise:
 stage          moves on
 =============  ===================================================================
 ``champion``   → ``shadow`` when, over at least ``min_examples`` events, the
-               challenger's metric beats the champion's by ``margin`` (and the
-               learner's promotion gate passes, when one is given)
+               challenger's metric beats the champion's by ``margin``, its
+               accuracy is at most ``max_accuracy_drop`` below the champion's
+               (a better F1 bought with many more false positives is not an
+               improvement of what is served: measured on the loop bench, a
+               challenger served on F1 alone tripled the served error rate),
+               and the learner's promotion gate passes, when one is given
 ``shadow``     → ``share`` (the challenger serves ``share`` of events, chosen by
                a hash of the event id) after ``min_examples`` more events that
                still beat the champion by ``margin``
 ``share``      → ``full`` likewise
 any other      → ``champion`` (**rollback**) as soon as, over at least
                ``min_examples`` events of the stage, the challenger's metric is
-               ``rollback_margin`` below the champion's
+               ``rollback_margin`` below the champion's, or its accuracy more
+               than ``max_accuracy_drop`` below
 =============  ===================================================================
 
 :meth:`serve` says which model serves an event (``"champion"`` or
@@ -71,7 +76,7 @@ class ServingController:
     def __init__(self, positive: str | None = None, metric: str = "f1", window: int = 500, min_examples: int = 200,
                  margin: float = 0.02, rollback_margin: float = 0.02, share: float = 0.25,
                  gate: Callable[[], bool] | None = None, z: float = 1.64, confidence: float = 0.95,
-                 resamples: int = 200, seed: int = 0) -> None:
+                 resamples: int = 200, seed: int = 0, max_accuracy_drop: float = 0.01) -> None:
         if metric not in ("f1", "accuracy"):
             raise ValueError(f"serving metric must be f1 or accuracy, got {metric!r}")
         self.positive = positive
@@ -84,6 +89,7 @@ class ServingController:
         self.gate = gate
         self.z = z
         self.confidence = confidence
+        self.max_accuracy_drop = max_accuracy_drop
         self.resamples = resamples
         self._rng = np.random.default_rng(seed)
         self.stage = "champion"
@@ -141,10 +147,13 @@ class ServingController:
         self._discordant += d != 0
         if self._n < self.min_examples:
             return None
-        ch, ca = self._ch.report()[self.metric], self._ca.report()[self.metric]
-        if self.stage != "champion" and ch < ca - self.rollback_margin and self._sure(better=False):
+        rch, rca = self._ch.report(), self._ca.report()
+        ch, ca = rch[self.metric], rca[self.metric]
+        less_accurate = rca["accuracy"] - rch["accuracy"] > self.max_accuracy_drop
+        if self.stage != "champion" and (less_accurate or (ch < ca - self.rollback_margin
+                                                           and self._sure(better=False))):
             return self._move("champion", position, ch, ca)
-        if self.stage != "full" and ch >= ca + self.margin and self._sure(better=True):
+        if self.stage != "full" and not less_accurate and ch >= ca + self.margin and self._sure(better=True):
             if self.stage == "champion" and self.gate is not None and not self.gate():
                 return None
             return self._move(STAGES[STAGES.index(self.stage) + 1], position, ch, ca)
@@ -154,6 +163,8 @@ class ServingController:
         change = StageChange(self.stage, new, position, {f"challenger_{self.metric}": ch,
                                                           f"champion_{self.metric}": ca, "n": float(self._n),
                                                           "mcnemar_z": self._mcnemar(),
+                                                          "challenger_accuracy": self._ch.report()["accuracy"],
+                                                          "champion_accuracy": self._ca.report()["accuracy"],
                                                           "rollback": float(new == "champion")})
         self.stage = new
         self.changes.append(change)

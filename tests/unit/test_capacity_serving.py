@@ -69,3 +69,14 @@ def test_the_gate_holds_promotion_back():
     c = ServingController(positive="fraud", min_examples=100, gate=lambda: False)
     feed(c, 500, 0.95, 0.7, rng, 0)
     assert c.stage == "champion"
+
+
+def test_a_better_f1_bought_with_many_false_positives_is_not_served():
+    rng = np.random.default_rng(6)
+    c = ServingController(positive="fraud", min_examples=200, window=400)
+    for i in range(1500):
+        true = "fraud" if rng.random() < 0.05 else "legit"
+        champion = "legit"  # never finds fraud: F1 0, accuracy 0.95
+        challenger = "fraud" if true == "fraud" or rng.random() < 0.2 else "legit"  # F1 ~0.3, accuracy ~0.8
+        c.observe(true, challenger, champion, position=i)
+    assert c.stage == "champion" and not c.changes
