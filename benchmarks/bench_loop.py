@@ -66,7 +66,7 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
     traffic = FraudTraffic(seed=seed, n_events=n, feature_shift_at=SHIFT_AT, concept_drift_at=DRIFT_AT,
                            events_per_second=eps)
     holder = PolicyHolder(Policy.from_toml(POLICY))
-    spec = AutonomySpec(error_budget=ERROR_BUDGET, levels=LEVELS)
+    spec = AutonomySpec(error_budget=ERROR_BUDGET, levels=LEVELS, label_noise=NOISE)  # the reviewers' stated noise
     autonomy = AutonomyRuntime(holder, lambda m: spec)
     # the same sequential test, reset after every alarm, on the same audits: detection delays and false alarms
     # of the test itself (the runtime's monitor stops alarming once autonomy is at its lowest level)

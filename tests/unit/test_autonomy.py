@@ -153,3 +153,18 @@ def test_no_restore_while_the_error_stays_above_budget():
     assert m.level >= 1
     moves = [m.observe(bool(rng.random() < 0.03), 0.04, 0.93, 10 + i) for i in range(5000)]
     assert not [c for c in moves if c is not None and c.action == "restore"]
+
+
+def test_known_reviewer_noise_neither_alarms_nor_hides_a_breach():
+    rng = np.random.default_rng(9)
+    noisy = AutonomySpec(error_budget=0.02, label_noise=0.03)
+    calm, naive = AutonomyMonitor("m", noisy), AutonomyMonitor("m", AutonomySpec(error_budget=0.02))
+    for i in range(5000):  # true auto error 1%, answers flipped 3% of the time
+        seen = (rng.random() < 0.01) != (rng.random() < 0.03)
+        calm.observe(seen, 0.05, 0.95, i)
+        naive.observe(seen, 0.05, 0.95, i)
+    assert calm.level == 0 and naive.changes  # noise read as model error raises false alarms
+    assert calm.status()["lower"] <= 0.01 <= calm.status()["upper"]
+    for i in range(3000):  # true error 6%
+        calm.observe((rng.random() < 0.06) != (rng.random() < 0.03), 0.05, 0.95, 5000 + i)
+    assert calm.changes and calm.changes[0].action == "lower"
