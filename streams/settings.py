@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     learn_gate_max_logloss_increase: float = Field(0.1, ge=0, description="the gate also blocks a challenger whose holdout log-loss is this much worse")
     learn_auto_promote: bool = Field(False, description="publish a passing challenger as champion without an operator")
     learn_gold_file: Path | None = Field(None, description='JSON lines {"event_id", "label"}: gold items with known labels')
+    drift_budget_per: str = Field("detector", pattern="^(detector|model)$", description="drift false-alarm budget per detector, or per model version split over its detectors")
     autonomy_error_budget: float = Field(0.0, ge=0, lt=1, description="auto-tier error budget of every model: above it (sequential test on audit outcomes) autonomy drops; 0 = off")
     log_level: str = "warn"
 

@@ -32,11 +32,13 @@ class DriftConfig:
         Detectors per signal kind (``confidence`` is numeric, ``class`` categorical).
     budget_events, budget_per
         False-alarm budget: on stationary data, at least this many events
-        between false alarms (expected) of each model version (``budget_per =
-        "model"``, the default: the budget is split evenly over the version's
-        detectors, each calibrated to ``budget_events x detectors``) or of each
-        detector (``"detector"``, the old behaviour: a model with 13 detectors
-        then raised up to 13 false alarms per budget).
+        between false alarms (expected) of each detector (``budget_per =
+        "detector"``, the default: a model with 13 detectors may raise up to 13
+        false alarms per budget) or of each model version (``"model"``: the
+        budget is split evenly over the version's detectors, each calibrated to
+        ``budget_events x detectors``; ``LOOPLINE_DRIFT_BUDGET_PER=model``). Not
+        the default yet: calibrating 13x longer null runs delayed the small
+        demo's worker enough that its feature shift went undetected.
     consecutive
         A window test starts an alarm after this many consecutive exceedances.
     resolve_ratio, resolve_after
@@ -79,7 +81,7 @@ class DriftConfig:
     categorical_detectors: tuple[str, ...] = ("js", "unseen")
     error_detectors: tuple[str, ...] = ("binomial_cusum",)
     budget_events: int = 100_000
-    budget_per: str = "model"
+    budget_per: str = "detector"
     consecutive: int = 2
     resolve_ratio: float = 0.7
     resolve_after: int = 4

@@ -394,7 +394,7 @@ def test_a_stalled_watermark_does_not_grow_memory():
 
 # ---------------------------------------------------------------- issue #17: budget per model, rank-CUSUM floor
 def test_the_false_alarm_budget_is_per_model_split_over_its_detectors():
-    cfg = DriftConfig(bucket_ms=250, reference_events=5000, budget_events=10_000)
+    cfg = DriftConfig(bucket_ms=250, reference_events=5000, budget_events=10_000, budget_per="model")
     m = DriftMonitor("m", cfg)
     n = 200_000
     evs = run(m, stream(n, seed=12), batch=10_000)
