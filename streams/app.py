@@ -239,6 +239,10 @@ class LooplineWorker:
             from loopline.streams.quality import register_calibration
 
             register_calibration(self, app)
+            if self.settings.autonomy_error_budget > 0:  # autonomy follows the audited error (issue #17)
+                from loopline.streams.autonomy import register_autonomy
+
+                register_autonomy(self, app)
         register_lag_metrics(self, app)
         self._register_views(app)
 

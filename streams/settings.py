@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     broker_timeout_seconds: float = Field(10.0, gt=0, description="CLI commands give up with one sentence (exit 2) when the Kafka broker does not answer within this time")
     slice_series_max: int = Field(200, ge=0, description="most loopline_slice_error_rate series a worker exports: the slices with the highest verified error rate across all models")
     expected_workers: int = Field(1, ge=0, description="route workers this deployment runs (set the same value on every worker); exported as loopline_expected_workers for the alert LooplineWorkersBelowExpected and the dashboard's workers-up panel")
+    drift_budget_per: str = Field("detector", pattern="^(detector|model)$", description="drift false-alarm budget per detector, or per model version split over its detectors")
+    autonomy_error_budget: float = Field(0.0, ge=0, lt=1, description="auto-tier error budget of every model: above it (sequential test on audit outcomes) autonomy drops; 0 = off")
 
     @property
     def agent_set(self) -> set[str]:

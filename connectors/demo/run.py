@@ -98,6 +98,12 @@ def run_demo(args) -> int:
         summary["table_lines"] = [next((row for key, row in loop["rows"].items() if line.startswith(key)), line)
                                   for line in summary["table_lines"]]
         report = write_report(out, observer, summary, timeline=timeline, stats=stats)
+        from loopline.connectors.demo.report_json import write_report_json  # issue #17: figures per event
+
+        profiles = default_reviewers(adversarial=True)
+        write_report_json(out, observer, summary, team={
+            "reviewers": len(profiles), "reviewer_speedup": args.reviewer_speedup,
+            "answers_per_simulated_hour": sum(p.capacity_per_minute for p in profiles) * 60})
         print(f"[demo] report: {report}", flush=True)
         for line in summary["table_lines"]:
             print(line)

@@ -30,9 +30,15 @@ class DriftConfig:
         reference categories remembered for the "unseen" test.
     numeric_detectors, categorical_detectors, error_detectors
         Detectors per signal kind (``confidence`` is numeric, ``class`` categorical).
-    budget_events
+    budget_events, budget_per
         False-alarm budget: on stationary data, at least this many events
-        between false alarms of each detector (expected).
+        between false alarms (expected) of each detector (``budget_per =
+        "detector"``, the default: a model with 13 detectors may raise up to 13
+        false alarms per budget) or of each model version (``"model"``: the
+        budget is split evenly over the version's detectors, each calibrated to
+        ``budget_events x detectors``; ``LOOPLINE_DRIFT_BUDGET_PER=model``). Not
+        the default yet: calibrating 13x longer null runs delayed the small
+        demo's worker enough that its feature shift went undetected.
     consecutive
         A window test starts an alarm after this many consecutive exceedances.
     resolve_ratio, resolve_after
@@ -75,6 +81,7 @@ class DriftConfig:
     categorical_detectors: tuple[str, ...] = ("js", "unseen")
     error_detectors: tuple[str, ...] = ("binomial_cusum",)
     budget_events: int = 100_000
+    budget_per: str = "detector"
     consecutive: int = 2
     resolve_ratio: float = 0.7
     resolve_after: int = 4
@@ -101,6 +108,8 @@ class DriftConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"drift setting {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.budget_per not in ("model", "detector"):
+            raise ConfigError(f"drift setting budget_per must be model or detector, got {self.budget_per!r}")
         if self.max_known < self.top_k:
             raise ConfigError("drift setting max_known must be >= top_k")
         if not 0.0 < self.calibration_quantile <= 1.0 or not 0.5 <= self.error_rate_quantile < 1.0:

@@ -10,6 +10,7 @@ bucket) and the hysteresis that turns scores into ``started`` / ``ongoing`` /
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -55,8 +56,19 @@ class BucketEvaluation:
         c = self.config
         return Hysteresis(consecutive, c.resolve_ratio, c.resolve_after, c.ongoing_every)
 
-    def _install_profile(self, vs: VersionState, profile: ReferenceProfile) -> None:
+    def _split_config(self, profile: ReferenceProfile | None):
+        """The config each detector of a version is calibrated with: ``budget_events`` times the version's
+        detector count when the budget is per model (a profile not installed yet counts the error detector only)."""
         c = self.config
+        if c.budget_per != "model":
+            return c
+        n = len(c.error_detectors)
+        for sig in (profile.signals if profile is not None else ()):
+            n += len(c.numeric_detectors if sig.kind == "numeric" else c.categorical_detectors)
+        return dataclasses.replace(c, budget_events=c.budget_events * max(n, 1))
+
+    def _install_profile(self, vs: VersionState, profile: ReferenceProfile) -> None:
+        c = self._split_config(profile)
         vs.profile = profile
         s = c.events_per_bucket or profile.events_per_bucket
         ref = f"reference {profile.model_version} ({profile.n_events} events)"
@@ -72,7 +84,7 @@ class BucketEvaluation:
                     vs.slots.append(Slot(sig.name, i, det, self._hysteresis(c.consecutive), window))
 
     def _install_error(self, vs: VersionState, err: ErrorReference) -> None:
-        det = BinomialCusum(err, self.config)
+        det = BinomialCusum(err, self._split_config(vs.profile))
         vs.error_slot = Slot("error", -1, det, self._hysteresis(1),
                               f"error CUSUM p0={det.p0:.4f} vs p1={det.p1:.4f} since reference of {err.n} outcomes")
 

@@ -146,6 +146,9 @@ def calibrate_rank_cusum(ref: np.ndarray, alpha: np.ndarray, scores: np.ndarray,
     down = cusum_paths(-t - kappa * n)
     score = np.maximum(up, down)
     h, allowed = chain_threshold(score, s, budget, safety, quantile)
+    # a null CUSUM that never left 0 gives h ~ 0, and any bucket would alarm with a "score" of 1e-9: the
+    # threshold is at least one bucket's null standard deviation of the score sum (unit-variance scores)
+    h = max(h, float(np.sqrt(max(s, 1.0))))
     return Calibration(h, int(round(s)), int(score.size * s), allowed, float(np.median(score)))
 
 

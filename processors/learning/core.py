@@ -41,6 +41,7 @@ class LearnerConfig:
 
     pipeline: str = "logreg"
     positive_label: str | None = None
+    labels: tuple[str, ...] = ()  # the model's declared label set (policy), empty = every label seen
     seed: int = 42
     metrics_window: int = 2000
     dedupe_ttl_ms: int = 7 * 86_400_000
@@ -70,7 +71,7 @@ class ModelLearner:
     def __init__(self, model_name: str, config: LearnerConfig | None = None) -> None:
         self.model_name = model_name
         self.config = c = config or LearnerConfig()
-        self.challenger = None  # built from the first example's label set
+        self.challenger = None  # built on the first example: declared labels, else that example's labels
         self.risk = LinearModel()
         self.quality: dict[tuple[str, str], RollingQuality] = {}
         self.risk_quality = RollingQuality(c.metrics_window, "override")
@@ -115,10 +116,12 @@ class ModelLearner:
         label, reviewer, pred = ex.get("label"), ex["reviewer_id"], ex["prediction"]
         if label is None or ex["action"] not in ("approve", "override"):
             return "rejected"
+        seen = (*(pred.get("class_probabilities") or ()), pred["predicted_label"], label)
         if self.challenger is None:
-            labels = set(pred.get("class_probabilities") or ()) | {pred["predicted_label"], label}
-            self.challenger = make_challenger(self.config.pipeline, tuple(labels), self.config.positive_label,
+            labels = tuple(self.config.labels) or seen
+            self.challenger = make_challenger(self.config.pipeline, labels, self.config.positive_label,
                                               self.config.seed)
+        self.challenger.observe(seen)
         x = example_features(pred)
         gold = self.gold.get(ex["event_id"])
         if gold is not None:

@@ -6,8 +6,12 @@ label with ``predict_one(probs)``, and learns
 
 * ``logreg`` (default, chosen by measurement, see README "Online learning"):
   :class:`~loopline.processors.learning.linear.LinearModel` on ``label == positive``
-  (binary models; the positive label is configured, else the first label in
-  sorted order among those the producer emits);
+  (binary models; the positive label is the configured one — the policy's
+  ``positive_label`` or ``LOOPLINE_LEARN_POSITIVE_LABEL`` — even before it is
+  ever seen, else the first in sorted order of the declared labels, else of the
+  labels of the first example); the negative label is the declared other one,
+  else the first other label seen (:meth:`BinaryLogReg.observe`), so a
+  producer that sends no ``class_probabilities`` still gets both classes;
 * ``hoeffding``: River's ``HoeffdingAdaptiveTreeClassifier``;
 * ``arf``: River's adaptive random forest (10 trees).
 """
@@ -47,8 +51,22 @@ class BinaryLogReg:
         self._recent: deque = deque(maxlen=window)
         self._since = 0
 
+    def observe(self, labels) -> None:
+        """Take note of labels seen on an example (predicted, corrected, class-probability keys).
+
+        The first label other than the positive one becomes the negative label;
+        a binary model folds any further label into the negative class.
+        """
+        for lb in labels:
+            if lb and lb != self.positive and lb not in self.labels:
+                self.labels = tuple(sorted((*self.labels, lb)))
+                if not self.negative:
+                    self.negative = lb
+
     def predict_proba_one(self, x: dict) -> dict:
         p = self.model.predict_proba_one(x)
+        if not self.negative:
+            return {self.positive: p}
         return {self.positive: p, self.negative: 1.0 - p}
 
     def predict_one(self, probs: dict) -> str:
@@ -56,6 +74,7 @@ class BinaryLogReg:
 
     def learn_one(self, x: dict, label: str, w: float = 1.0, probs: dict | None = None) -> None:
         """Learn one example; ``probs`` = this model's prediction for ``x`` just made (saves predicting again)."""
+        self.observe((label,))
         y = label == self.positive
         p = probs[self.positive] if probs is not None else self.model.predict_proba_one(x)
         self._recent.append((p, y))
@@ -100,6 +119,9 @@ class RiverClassifier:
     def predict_one(self, probs: dict) -> str:
         return argmax(probs)[0]
 
+    def observe(self, labels) -> None:
+        """River's classifiers grow their label set as they learn: nothing to note."""
+
     def learn_one(self, x: dict, label: str, w: float = 1.0, probs: dict | None = None) -> None:
         if self.weighted:
             self.model.learn_one(x, label, w=w)
@@ -108,13 +130,20 @@ class RiverClassifier:
 
 
 def make_challenger(name: str, labels: tuple[str, ...], positive: str | None = None, seed: int = 42):
-    """A fresh challenger ``name`` for a model emitting ``labels``."""
-    labels = tuple(sorted(labels))
+    """A fresh challenger ``name`` for a model emitting ``labels`` (declared, or those seen so far).
+
+    A configured ``positive`` is honoured whether or not it is among ``labels``.
+
+    >>> m = make_challenger("logreg", ("stay",), positive="churn")
+    >>> m.positive, m.negative
+    ('churn', 'stay')
+    """
+    labels = tuple(sorted(set(labels) | ({positive} if positive else set())))
     if name == "logreg":
         if len(labels) > 2:
             raise LearningConfigError(f"the logreg challenger is binary; this model emits {len(labels)} labels "
                                       "(use hoeffding or arf)")
-        pos = positive if positive in labels else labels[0]
+        pos = positive if positive else labels[0]
         return BinaryLogReg(labels, pos)
     if name == "hoeffding":
         return RiverClassifier(tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=seed), weighted=True)

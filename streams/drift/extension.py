@@ -44,7 +44,8 @@ def drift_config(settings) -> DriftConfig:
     return DriftConfig(bucket_ms=settings.drift_bucket_ms,
                        reference_events=settings.drift_reference_events,
                        reference_outcomes=settings.drift_reference_outcomes,
-                       budget_events=settings.drift_budget_events)
+                       budget_events=settings.drift_budget_events,
+                       budget_per=settings.drift_budget_per)
 
 
 def load_references(path: str | None) -> list[ReferenceProfile]:

@@ -44,7 +44,7 @@ def learning_stats(worker) -> dict:
 def register_learner(worker, app: faust.App) -> None:
     s = worker.settings
     names = s.topics
-    rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id)
+    rt = worker.learning = LearnerRuntime(s, worker.serde, worker.worker_id, policy=worker.policy)
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every learn or route agent
     label = worker.metrics.model_label  # model names come from producers: capped, the rest as __other__

@@ -9,6 +9,7 @@ see the ``learn_*`` fields of :class:`~loopline.streams.settings.Settings`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -43,11 +44,23 @@ def learner_config(s: Settings) -> LearnerConfig:
         gate_max_logloss_increase=s.learn_gate_max_logloss_increase)
 
 
+def model_config(config: LearnerConfig, policy, model: str) -> LearnerConfig:
+    """``config`` with ``model``'s declarations from the policy in force: its ``positive_label`` (over
+    the settings' one) and its label set (``labels``, when the policy declares one)."""
+    if policy is None:
+        return config
+    mp = policy.policy.spec.model(model)
+    labels = tuple(getattr(mp, "labels", None) or ())
+    return dataclasses.replace(config, positive_label=mp.positive_label or config.positive_label,
+                               labels=labels or config.labels)
+
+
 class LearnerRuntime:
-    def __init__(self, settings: Settings, serde, worker_id: str = "") -> None:
+    def __init__(self, settings: Settings, serde, worker_id: str = "", policy=None) -> None:
         self.settings = settings
         self.serde = serde
         self.worker_id = worker_id
+        self.policy = policy  # PolicyHolder: per-model label declarations (None = settings only)
         self.config = learner_config(settings)
         self.key = settings.snapshot_hmac_key.get_secret_value().encode()
         warn_dev_key(settings)
@@ -77,7 +90,7 @@ class LearnerRuntime:
     def learner(self, model: str) -> ModelLearner:
         lr = self.learners.get(model)
         if lr is None:
-            lr = self.learners[model] = ModelLearner(model, self.config)
+            lr = self.learners[model] = ModelLearner(model, model_config(self.config, self.policy, model))
             for eid, label in self.gold.items():
                 lr.add_gold(eid, label)
         return lr

@@ -1,6 +1,7 @@
 """`loopline demo` end to end, small: every event decided, corrections published, report written."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -31,5 +32,10 @@ def test_demo_small_run(tmp_path):
     assert "| feedback-to-model latency | months (ticket-driven retraining) | p50 " in report
     assert "| F1 of the online model over three correction cycles | 0.72 -> 0.84 | online " in report
     assert "not measured yet" not in report
+    figures = json.loads((out / "report.json").read_text())  # issue #17: figures per event, next to report.md
+    assert {"human_share", "errors_answered_share", "errors_served_share", "served_f1_by_cycle",
+            "producer_f1_by_cycle", "served_fp_change", "detection_delay_events", "false_alarms_per_100k",
+            "seed"} <= set(figures)
+    assert 0 < figures["human_share"] < 1 and figures["events"] == 20_000
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[") and "answered" in ln]
     assert int(lines[-1].split("answered")[1].split()[0].replace(",", "")) > 0

@@ -390,3 +390,29 @@ def test_a_stalled_watermark_does_not_grow_memory():
         m.update_columns("v1", cols.take(np.arange(lo, lo + 1000)), watermark_ms=2500)
     assert m.status()["phase"] == "monitoring"
     assert m.footprint()["ring_buckets"] <= cfg.max_pending_buckets + cfg.window_buckets + 1
+
+
+# ---------------------------------------------------------------- issue #17: budget per model, rank-CUSUM floor
+def test_the_false_alarm_budget_is_per_model_split_over_its_detectors():
+    cfg = DriftConfig(bucket_ms=250, reference_events=5000, budget_events=10_000, budget_per="model")
+    m = DriftMonitor("m", cfg)
+    n = 200_000
+    evs = run(m, stream(n, seed=12), batch=10_000)
+    starts = sum(1 for e in evs if e["state"] == "started")
+    allowed = (n - cfg.reference_events) / cfg.budget_events  # 19.5 for the whole model, not per detector
+    assert starts <= allowed, starts
+    thresholds = {d: v["threshold"] for v in m.status()["signals"].values() for d, v in v["detectors"].items()}
+    per_detector = DriftMonitor("m", DriftConfig(bucket_ms=250, reference_events=5000, budget_events=10_000,
+                                                 budget_per="detector"))
+    run(per_detector, stream(20_000, seed=12), batch=10_000)
+    looser = {d: v["threshold"] for v in per_detector.status()["signals"].values() for d, v in v["detectors"].items()}
+    assert all(thresholds[d] >= looser[d] for d in looser) and any(thresholds[d] > looser[d] for d in looser)
+
+
+def test_rank_cusum_threshold_is_a_meaningful_score():
+    from loopline.processors.drift.thresholds import calibrate_rank_cusum
+
+    ref = np.array([10.0, 10.0, 10.0, 10.0])
+    scores = np.array([-1.3, -0.4, 0.4, 1.3])
+    cal = calibrate_rank_cusum(ref, ref + 1, scores, kappa=5.0, s=25.0, budget=1000)  # huge allowance: null stays 0
+    assert cal.threshold >= 5.0  # one bucket's null sd (sqrt 25), not the 1e-9 floor
