@@ -132,7 +132,7 @@ def test_reviewers_cli_exit_codes(tmp_path, monkeypatch, capsys):
     from loopline.connectors.review.cli import main
 
     monkeypatch.setenv("LOOPLINE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-enough-password\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("long-enough-pw\n"))  # >= the 12-character minimum
     assert main(["reviewers", "add", "ana", "--role", "senior", "--pii-clearance", "--password-stdin"]) == 0
     assert main(["reviewers", "list"]) == 0
     assert "ana\tsenior\tpii_clearance" in capsys.readouterr().out
