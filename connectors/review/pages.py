@@ -26,12 +26,12 @@ def layout(title: str, body: str, reviewer: dict | None = None) -> str:
         who = (f"<span>{escape(reviewer['name'])} ({escape(reviewer['role'])})</span>"
                "<form method=post action=/logout style=margin:0><button>Log out</button></form>")
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{escape(title)} · Loopline review</title>"
-            f"<style>{_CSS}</style></head><body><header><b>Loopline review</b><a href=/>Queues</a>{who}</header>"
+            f"<link rel=icon href=/favicon.ico><style>{_CSS}</style></head><body><header><b>Loopline review</b><a href=/>Queues</a>{who}</header>"
             f"<main>{body}</main></body></html>")
 
 
-def login_page(message: str = "") -> str:
-    msg = f"<p class=error>{escape(message)}</p>" if message else ""
+def login_page(message: str = "", kind: str = "error") -> str:
+    msg = f"<p class={'error' if kind == 'error' else 'notice'}>{escape(message)}</p>" if message else ""
     return layout("Log in", f"""<h1>Log in</h1>{msg}<form method=post action=/login>
 <p><label>Name <input name=name autofocus required></label></p>
 <p><label>Password <input name=password type=password required></label></p><button>Log in</button></form>""")
