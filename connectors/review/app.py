@@ -209,7 +209,7 @@ async def api_submit(request: web.Request) -> web.Response:
         raise ReviewError(400, "the body must be a JSON object like {\"action\": \"approve\"}")
     correction = await service.submit(request.match_info["task_id"], reviewer, body.get("action"),
                                       body.get("corrected_label"), body.get("note"),
-                                      source="cli" if body.get("source") == "cli" else "web")
+                                      source=body["source"] if body.get("source") in ("cli", "client") else "web")
     return web.json_response({"correction": correction})
 
 
@@ -219,7 +219,8 @@ async def api_next(request: web.Request) -> web.Response:
     task = service.claim_next(reviewer, request.query.get("tier", "analyst"))
     if task is None:
         return web.Response(status=204)
-    return web.json_response({"task": service.view(task, reviewer), "labels": service.labels(task)})
+    return web.json_response({"task": service.view(task, reviewer), "labels": service.labels(task),
+                              "guidelines": service.contract(task).guidelines})
 
 
 async def api_release(request: web.Request) -> web.Response:

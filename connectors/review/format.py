@@ -9,7 +9,7 @@ Shared by the web pages and the terminal reviewer, so both say the same thing:
 >>> contribution({"feature": "support_tickets", "contribution": -2.676}, {"support_tickets": 0.0}, "fraud", "legit")
 'Support tickets = 0: −2.68, pushes towards legit'
 >>> drift_words("drifting: tenure_months (rank_cusum 2e-09, 1.4x threshold)")
-'Drift alarm active: tenure months (rank_cusum score 2e-09, 1.4 × its threshold)'
+'Drift alarm active: tenure (months) (rank_cusum score 2e-09, 1.4 × its threshold)'
 >>> drift_words("stable")
 'No drift detected'
 """
@@ -95,12 +95,13 @@ def signed(x: float) -> str:
 
 
 def towards(c: float, predicted: str, other: str | None) -> str:
-    """The class a contribution pushes towards: positive -> the predicted label, negative -> the other."""
+    """Where a contribution pushes: positive -> towards the predicted label; negative -> towards the
+    other class of a two-class model, else away from the predicted label."""
     if c > 0:
-        return predicted
+        return f"towards {predicted}"
     if c < 0:
-        return other or f"not {predicted}"
-    return "neither class"
+        return f"towards {other}" if other else f"away from {predicted}"
+    return "neither way"
 
 
 def contribution(c: dict, features: dict | None, predicted: str, other: str | None) -> str:
@@ -110,7 +111,7 @@ def contribution(c: dict, features: dict | None, predicted: str, other: str | No
     if features and name in features:
         shown += f" = {value(name, features[name])}"
     w = float(c.get("contribution") or 0.0)
-    return f"{shown}: {signed(w)}, pushes towards {towards(w, predicted, other)}"
+    return f"{shown}: {signed(w)}, pushes {towards(w, predicted, other)}"
 
 
 _DRIFT = re.compile(r"([^,(]+?) \((\S+) ([^,)\s]+)(?:, ([\d.]+)x threshold)?\)")
@@ -155,3 +156,50 @@ def insight_rows(ins: dict, labels: list[str] | tuple[str, ...], predicted: str)
     if words:
         rows.append((label("drift_status"), words))
     return rows
+
+
+def _map_line(title: str, values: dict | None) -> str:
+    if not values:
+        return ""
+    return f"{title}: " + ", ".join(f"{label(str(k))} {value(str(k), v)}" for k, v in sorted(values.items()))
+
+
+def task_lines(task: dict, labels: list[str], now_ms: float, contract_guidelines: str = "") -> list[str]:
+    """The terminal reviewer's view of a task: escalation context and notes first, then the case,
+    with the same labels and number formats as the web page; empty parts left out."""
+    p, ins = task["prediction"], task.get("insights") or {}
+    predicted = p["predicted_label"]
+    lines = []
+    esc = task.get("escalation")
+    if esc:
+        ago = max(0, int((now_ms - esc.get("at", now_ms)) / 60000))
+        lines.append(f"!! escalated by {esc.get('by', '')} {ago} min ago — original reason {esc.get('original_reason', '')}"
+                     f" (priority {esc.get('original_priority', '')})")
+        if esc.get("note"):
+            lines.append(f'!! note: "{esc["note"]}"')
+    for n in task.get("notes") or []:
+        if not esc or n.get("text") != esc.get("note"):
+            lines.append(f"   note by {n.get('by', '')}: {n.get('text', '')}")
+    due_s = (task["due_by"] - now_ms) / 1000
+    due = f"overdue {int(-due_s // 60)} min" if due_s < 0 else f"due in {int(due_s // 60)} min"
+    age = max(0, int((now_ms - p.get("emitted_at", now_ms)) / 60000))
+    lines.append(f"== {task['event_id']} · {task['queue']} queue · {task['model_name']} {task['model_version']} · "
+                 f"priority {task['priority']} · {due} · prediction {age} min old"
+                 + (" · audit sample" if task.get("audit") else ""))
+    lines.append(f"predicted {predicted} at {percent(p['confidence'])} confidence · reason: {task['reason']}")
+    probs = p.get("class_probabilities") or {}
+    if probs:
+        lines.append("class probabilities: " + ", ".join(f"{k} {percent(v)}" for k, v in
+                                                         sorted(probs.items(), key=lambda kv: -kv[1])))
+    lines += [f"{k}: {v}" for k, v in insight_rows(ins, labels, predicted)]
+    other = other_label(labels, predicted)
+    for c in ins.get("top_contributions") or []:
+        lines.append("  why: " + contribution(c, p.get("features_numeric"), predicted, other))
+    for title, key in (("features", "features_numeric"), ("categories", "features_categorical"), ("risk", "risk"),
+                       ("context", "context")):
+        line = _map_line(title, p.get(key))
+        if line:
+            lines.append(line)
+    if contract_guidelines:
+        lines.append("guidelines: " + contract_guidelines)
+    return lines
