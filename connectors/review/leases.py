@@ -61,7 +61,7 @@ class ServerLeases:
 
     def claimable(self, limit: int) -> list[dict]:
         """Claim pending tasks; return up to ``limit`` that are now leased to us (or waited too long)."""
-        out = []
+        out: list[dict] = []
         now = time.monotonic()
         for task_id in list(self._pending):
             if len(out) >= limit:

@@ -208,7 +208,7 @@ def task_page(task: dict, labels: list[str], contract, reviewer: dict, q: QueueQ
 <button type=button id=btn-correct>Correct</button>
 <button type=button id=btn-unsure><kbd>u</kbd> Unsure</button>{escalate}
 <p><label>Note <input name=note id=note size=60 maxlength=2000></label></p>
-<p class=keys id=keys>Keys: <kbd>a</kbd> approve · correct to {key_labels} · <kbd>u</kbd> unsure{' · <kbd>e</kbd> escalate' if escalate else ''}
+<p class=keys id=keys>Keys: <kbd>a</kbd> approve · correct to {key_labels} (or <kbd>c</kbd>, arrows, Enter) · <kbd>u</kbd> unsure{' · <kbd>e</kbd> escalate' if escalate else ''}
  · <kbd>/</kbd> write a note · <kbd>Esc</kbd> leave a field · <kbd>l</kbd> back to the list. After each answer the next task opens.</p>
 <p id=hint class=muted></p></form>
 <form method=post action='/tasks/{tid}/release' id=release style=margin:0><button id=btn-list>Back to the list (gives this task back)</button></form>
@@ -238,7 +238,10 @@ def task_page(task: dict, labels: list[str], contract, reviewer: dict, q: QueueQ
     if (e.key === 'Enter') {{ e.preventDefault(); if (pending) send(pending); else hint('Press a, a number, u or e after leaving the note (Esc).'); }}
     if (e.key === 'Escape') {{ pending = null; note.blur(); hint(''); }}
   }});
-  sel.addEventListener('keydown', function (e) {{ if (e.key === 'Escape') sel.blur(); }});
+  sel.addEventListener('keydown', function (e) {{
+    if (e.key === 'Escape') sel.blur();
+    if (e.key === 'Enter') {{ e.preventDefault(); send('correct'); }}
+  }});
   document.addEventListener('keydown', function (e) {{
     var t = e.target.tagName;
     if (e.ctrlKey || e.metaKey || e.altKey || t === 'INPUT' || t === 'SELECT' || t === 'TEXTAREA' || e.target.isContentEditable) return;
@@ -247,6 +250,7 @@ def task_page(task: dict, labels: list[str], contract, reviewer: dict, q: QueueQ
     else if (k === 'u') send('unsure');
     else if (k === 'e' && esc) esc.click();
     else if (k === '/') note.focus();
+    else if (k === 'c') {{ sel.focus(); hint('Arrow keys pick a label, Enter corrects (Esc leaves the list).'); }}
     else if (k === 'l') document.getElementById('release').submit();
     else if (k >= '1' && k <= '9' && labels[+k - 1] !== undefined) {{
       var lb = labels[+k - 1];

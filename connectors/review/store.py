@@ -123,10 +123,10 @@ class ReviewStore:
                     task = self.urgency.admit(task)
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO tasks (task_id, queue, priority, due_by, created_at, model_name, body,"
-                        " urgency) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " urgency, reason, audit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (task["task_id"], QUEUE_OF_TIER[task["tier"]], int(task["priority"]), int(task["due_by"]),
                          int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default),
-                         self.urgency.of(task)))
+                         self.urgency.of(task), str(task.get("reason") or ""), int(bool(task.get("audit")))))
                     if cur.rowcount == 0:
                         continue
                     added += 1
@@ -198,8 +198,7 @@ class ReviewStore:
             models = [r[0] for r in self._db.execute(
                 "SELECT DISTINCT model_name FROM tasks WHERE done = 0 AND queue = ? ORDER BY 1 LIMIT 50", (queue,))]
             reasons = [r[0] for r in self._db.execute(
-                "SELECT DISTINCT json_extract(body, '$.reason') FROM tasks WHERE done = 0 AND queue = ? "
-                "ORDER BY 1 LIMIT 50", (queue,))]
+                "SELECT DISTINCT reason FROM tasks WHERE done = 0 AND queue = ? ORDER BY 1 LIMIT 50", (queue,))]
         return {"model": models, "reason": [r for r in reasons if r]}
 
     def queue_stats(self, now: float) -> dict[str, dict]:
@@ -434,9 +433,9 @@ class QueueFilter:
         if self.model:
             where, args = where + " AND model_name = ?", args + [self.model]
         if self.reason:
-            where, args = where + " AND json_extract(body, '$.reason') = ?", args + [self.reason]
+            where, args = where + " AND reason = ?", args + [self.reason]
         if self.kind in ("audit", "regular"):
-            where += " AND json_extract(body, '$.audit') = ?"
+            where += " AND audit = ?"
             args.append(1 if self.kind == "audit" else 0)
         if self.due == "overdue":
             where, args = where + " AND due_by < ?", args + [int(now * 1000)]
@@ -452,12 +451,21 @@ class QueueFilter:
 
 
 def migrate_urgency(db: sqlite3.Connection, urgency: Urgency) -> None:
-    """Add the ``urgency`` column to a store written by an older version (filled from due/priority)."""
+    """Add the ``urgency``, ``reason`` and ``audit`` columns to a store written by an older version
+    (filled from due time, priority and the stored task)."""
     cols = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}
     if "urgency" not in cols:
         db.execute("ALTER TABLE tasks ADD COLUMN urgency INTEGER NOT NULL DEFAULT 0")
         db.execute("UPDATE tasks SET urgency = due_by - priority * ?", (int(urgency.priority_weight_seconds * 1000),))
+    if "reason" not in cols:
+        db.execute("ALTER TABLE tasks ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE tasks ADD COLUMN audit INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE tasks SET reason = coalesce(json_extract(body, '$.reason'), ''), "
+                   "audit = coalesce(json_extract(body, '$.audit'), 0)")
     db.execute("CREATE INDEX IF NOT EXISTS tasks_urgency ON tasks (done, queue, leased_by, urgency)")
+    db.execute("DROP INDEX IF EXISTS tasks_reason")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_reasons ON tasks (queue, reason) WHERE done = 0")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_models ON tasks (queue, model_name) WHERE done = 0")
 
 
 def _json_default(obj):

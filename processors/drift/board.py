@@ -17,7 +17,7 @@ recently updated dropped).
 >>> b.status("m")
 'stable'
 >>> _ = b.apply({**ev, "state": "started"}); b.status("m")
-'drifting: amount (psi 0.31)'
+'drifting: amount (psi 0.31, 2.6x threshold)'
 >>> _ = b.apply({**ev, "state": "resolved"}); b.status("m")
 'stable'
 """

@@ -198,3 +198,25 @@ def test_audit_tasks_are_served_within_their_due_time_at_the_demo_answer_rate():
     assert len(served) >= 0.9 * len(audits) - 0.05 * 30 * arrivals_per_min
     assert old_served_audits == 0  # the priority-first order starves audits
     print(f"audits: {len(served)} of {len(audits)} served, all within due; old order served {old_served_audits}")
+
+
+def test_a_store_from_the_previous_version_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE tasks (task_id TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL, "
+               "due_by INTEGER NOT NULL, created_at INTEGER NOT NULL, model_name TEXT NOT NULL, body TEXT NOT NULL, "
+               "leased_by TEXT, lease_until REAL, claimed_at REAL, done INTEGER NOT NULL DEFAULT 0)")
+    import json
+
+    for t in (task(1, priority=100), task(2, priority=190, audit=True)):
+        db.execute("INSERT INTO tasks (task_id, queue, priority, due_by, created_at, model_name, body) VALUES "
+                   "(?, 'analyst', ?, ?, ?, 'fraud', ?)", (t["task_id"], t["priority"], t["due_by"], t["created_at"],
+                                                          json.dumps(t)))
+    db.commit()
+    db.close()
+    store = ReviewStore(path)
+    now = time.time()
+    assert [t["task_id"] for t in store.waiting("analyst", now)] == ["ev-2:review", "ev-1:review"]
+    assert store.count_waiting("analyst", now, QueueFilter(kind="audit", reason="confidence<0.9")) == 1
