@@ -71,7 +71,7 @@ class ServerLeases:
             if status == 200:
                 del self._pending[task_id]
                 self._held.add(task_id)
-                out.append(body.get("task", task) | {"prediction": task["prediction"]})
+                out.append(task | {"lease_until": (body.get("task") or {}).get("lease_until")})
             elif status == 404 and now - since < self.claim_wait_seconds:
                 continue  # the server has not stored it yet: try again on the next poll
             elif status == 404:
