@@ -101,6 +101,12 @@ class FutureTimestamp(ValidationError):
     error_class = "future_timestamp"
 
 
+class UndeclaredLabel(ValidationError):
+    """The predicted label is not in the label set its model declares in the policy."""
+
+    error_class = "undeclared_label"
+
+
 class BrokerError(LooplineError):
     """The Kafka broker could not be started, reached or configured."""
 

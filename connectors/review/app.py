@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from loopline.connectors.review import pages
+from loopline.connectors.review import queue_view as qv
 from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
 from loopline.connectors.review.pg_store import open_store
 from loopline.connectors.review.policy_marks import PolicyMarks, PolicyMarksFeed
@@ -32,7 +33,7 @@ from loopline.connectors.review.store import ReviewStore
 from loopline.streams.conventions import apply_conventions
 
 COOKIE = "loopline_review"
-_PUBLIC = {"/login", "/metrics", "/healthz"}
+_PUBLIC = {"/login", "/metrics", "/healthz", "/favicon.ico"}
 SERVICE = web.AppKey("service", ReviewService)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 FEED = web.AppKey("feed", TaskFeed)
@@ -80,10 +81,12 @@ async def auth_and_errors(request: web.Request, handler):
             reviewer = _reviewer_from(request)
             if reviewer is None:
                 if _is_api(request):
-                    return web.json_response({"error": "Log in first: send HTTP Basic credentials or a session cookie."},
+                    sent = request.headers.get("Authorization", "").lower().startswith("basic ")
+                    return web.json_response({"error": "Unknown name or wrong password." if sent else
+                                              "Log in first: send HTTP Basic credentials or a session cookie."},
                                              status=401, headers={"WWW-Authenticate": 'Basic realm="loopline-review"'})
-                return web.Response(text=pages.login_page("Log in to see the review queues."), status=401,
-                                    content_type="text/html")
+                return web.Response(text=pages.login_page("Log in to see the review queues.", kind="notice"),
+                                    status=401, content_type="text/html")
             request[REVIEWER] = reviewer
         return await handler(request)
     except ReviewError as exc:
@@ -138,9 +141,12 @@ async def index(request: web.Request) -> web.Response:
 async def queue_view(request: web.Request) -> web.Response:
     service, reviewer = request.app[SERVICE], request[REVIEWER]
     queue = request.match_info["queue"]
-    tasks = service.waiting(reviewer, queue)
-    return _html(pages.queue_page(queue, tasks, service.queue_stats(), reviewer, service.queues_for(reviewer),
-                                  request.query.get("flash", "")))
+    view = qv.QueueQuery.from_query(request.query, service.settings.page_size)
+    tasks = service.waiting(reviewer, queue, view.page_size, view.offset, view.filters)
+    total = service.count_waiting(reviewer, queue, view.filters)
+    return _html(qv.queue_page(queue, tasks, total, view, service.store.facets(queue), service.queue_stats(),
+                               reviewer, service.queues_for(reviewer), service.counters(reviewer),
+                               request.query.get("flash", "")))
 
 
 async def claim_form(request: web.Request) -> web.Response:
@@ -149,10 +155,33 @@ async def claim_form(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/tasks/{quote(task_id, safe='')}")
 
 
+async def next_form(request: web.Request) -> web.Response:
+    """Claim the most urgent waiting task of the queue (with the page's filters) and open it."""
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    queue = request.match_info["queue"]
+    view = qv.QueueQuery.from_query(request.query, service.settings.page_size)
+    task = service.claim_next(reviewer, queue, view.filters)
+    if task is None:
+        flash = request.query.get("flash", "")
+        raise web.HTTPSeeOther(f"/queue/{queue}?" + view.query_string(
+            flash=(flash + " · " if flash else "") + "No more waiting tasks here."))
+    raise web.HTTPSeeOther(f"/tasks/{quote(task['task_id'], safe='')}?" + view.query_string(
+        flash=request.query.get("flash", "")))
+
+
+async def release_form(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    task = service.task(request.match_info["task_id"])
+    service.release(task["task_id"], reviewer)
+    raise web.HTTPSeeOther(f"/queue/{QUEUE_OF_TIER[task['tier']]}")
+
+
 async def task_view(request: web.Request) -> web.Response:
     service, reviewer = request.app[SERVICE], request[REVIEWER]
     task = service.leased_task(request.match_info["task_id"], reviewer)
-    return _html(pages.task_page(service.view(task, reviewer), service.labels(task), reviewer))
+    view = qv.QueueQuery.from_query(request.query, service.settings.page_size)
+    return _html(qv.task_page(service.view(task, reviewer), service.labels(task), service.contract(task), reviewer,
+                              view, request.query.get("flash", "")))
 
 
 async def submit_form(request: web.Request) -> web.Response:
@@ -164,7 +193,15 @@ async def submit_form(request: web.Request) -> web.Response:
                                       form.get("note") or None)
     flash = f"Answered {task['event_id']}: {correction['action']}" + (
         f" {correction['corrected_label']}" if correction["corrected_label"] else "")
-    raise web.HTTPSeeOther(f"/queue/{QUEUE_OF_TIER[task['tier']]}?flash={quote(flash)}")
+    view = qv.QueueQuery.from_query(request.query, service.settings.page_size)
+    queue = QUEUE_OF_TIER[task["tier"]]
+    if form.get("then") == "list":
+        raise web.HTTPSeeOther(f"/queue/{queue}?" + view.query_string(flash=flash))
+    raise web.HTTPSeeOther(f"/queue/{queue}/next?" + view.query_string(flash=flash))
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(body=qv.FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 # ---------------------------------------------------------------- JSON API
@@ -200,8 +237,29 @@ async def api_submit(request: web.Request) -> web.Response:
         raise ReviewError(400, "the body must be a JSON object like {\"action\": \"approve\"}")
     correction = await service.submit(request.match_info["task_id"], reviewer, body.get("action"),
                                       body.get("corrected_label"), body.get("note"),
-                                      source="cli" if body.get("source") == "cli" else "web")
+                                      source=body["source"] if body.get("source") in ("cli", "client") else "web")
     return web.json_response({"correction": correction})
+
+
+async def api_next(request: web.Request) -> web.Response:
+    """Lease the most urgent waiting task of ``?tier=`` (analyst | escalation); 204 when none waits."""
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    task = service.claim_next(reviewer, request.query.get("tier", "analyst"))
+    if task is None:
+        return web.Response(status=204)
+    return web.json_response({"task": service.view(task, reviewer), "labels": service.labels(task),
+                              "guidelines": service.contract(task).guidelines})
+
+
+async def api_release(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    return web.json_response({"released": service.release(request.match_info["task_id"], reviewer)})
+
+
+async def api_me(request: web.Request) -> web.Response:
+    service, reviewer = request.app[SERVICE], request[REVIEWER]
+    return web.json_response({"name": reviewer["name"], "role": reviewer["role"],
+                              "counters": service.counters(reviewer)})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -242,6 +300,9 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
         web.get("/api/queues", api_queues), web.get("/api/tasks", api_tasks),
         web.post("/api/tasks/{task_id}/claim", api_claim), web.post("/api/tasks/{task_id}/submit", api_submit),
         web.get("/metrics", metrics), web.get("/healthz", healthz),
+        web.get("/queue/{queue}/next", next_form), web.post("/tasks/{task_id}/release", release_form),
+        web.get("/favicon.ico", favicon), web.get("/api/next", api_next),
+        web.post("/api/tasks/{task_id}/release", api_release), web.get("/api/me", api_me),
     ])
     async def start(app: web.Application) -> None:
         if start_feed:

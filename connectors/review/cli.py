@@ -112,7 +112,8 @@ class ApiClient:
                                      headers={"Authorization": self.auth, "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (same URL)
-                return resp.status, json.loads(resp.read())
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else {}
         except urllib.error.HTTPError as exc:
             try:
                 return exc.code, json.loads(exc.read())
@@ -120,21 +121,15 @@ class ApiClient:
                 return exc.code, {"error": f"HTTP {exc.code}"}
 
 
-def show_task(task: dict, labels: list[str], out) -> None:
-    p, ins = task["prediction"], task["insights"]
-    print(f"\n== {task['event_id']} ({task['queue']}, priority {task['priority']}) "
-          f"{task['model_name']} {task['model_version']}", file=out)
-    print(f"predicted {p['predicted_label']!r} confidence {p['confidence']:.3f}   reason: {task['reason']}", file=out)
-    extras = {k: ins.get(k) for k in ("override_risk", "drift_status", "online_prediction") if ins.get(k) is not None}
-    if extras:
-        print("insights: " + ", ".join(f"{k}={v}" for k, v in extras.items()), file=out)
-    if ins.get("top_contributions"):
-        print("top contributions: " + ", ".join(f"{c['feature']} {c['contribution']:+.3f}"
-                                                for c in ins["top_contributions"]), file=out)
-    for m in ("features_numeric", "features_categorical", "context"):
-        if p.get(m):
-            print(f"{m}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in sorted(p[m].items())), file=out)
+def show_task(task: dict, labels: list[str], out, guidelines: str = "") -> None:
+    """The task as readable lines (see :func:`loopline.connectors.review.format.task_lines`)."""
+    import time
+
+    from loopline.connectors.review.format import task_lines
+
+    print("", file=out)
+    for line in task_lines(task, labels, time.time() * 1000, guidelines):
+        print(line, file=out)
 
 
 class Keys:
@@ -183,22 +178,18 @@ def review_loop(api: ApiClient, queue: str, inp, out) -> int:
             return _fail(body.get("error", f"HTTP {status}"), EXIT_USAGE if status >= 500 else EXIT_BAD_INPUT)
         print("  ".join(f"{q}: {s['waiting']} waiting, oldest {s['oldest_age_seconds']:.0f}s"
                         for q, s in body["queues"].items()), file=out)
-        status, body = api.call("GET", f"/api/tasks?tier={queue}&limit=5")
-        if status != 200:
-            return _fail(body.get("error", f"HTTP {status}"), EXIT_BAD_INPUT)
-        claimed = None
-        for t in body["tasks"]:
-            status, claim = api.call("POST", f"/api/tasks/{urllib.request.quote(t['task_id'], safe='')}/claim")
-            if status == 200:
-                claimed = claim
-                break
-        if claimed is None:
+        status, claimed = api.call("GET", f"/api/next?tier={queue}")  # the most urgent task, leased to us
+        if status == 204:
             print(f"Nothing waiting in the {queue} queue. {answered} answered.", file=out)
             return 0
+        if status != 200:
+            return _fail(claimed.get("error", f"HTTP {status}"), EXIT_USAGE if status >= 500 else EXIT_BAD_INPUT)
         task, labels = claimed["task"], claimed["labels"]
-        show_task(task, labels, out)
-        keys = ("[a]pprove [c]orrect [u]nsure " + ("[e]scalate " if task["queue"] == "analyst" else "")
-                + "[n]ote [q]uit")
+        show_task(task, labels, out, claimed.get("guidelines", ""))
+        predicted = task["prediction"]["predicted_label"]
+        numbered = "  ".join(f"[{i}] {lb}" for i, lb in enumerate(labels[:9], 1) if lb != predicted)
+        keys = ("[a]pprove  correct to: " + numbered + "  [u]nsure " + ("[e]scalate " if task["queue"] == "analyst"
+                                                                       else "") + "[n]ote [q]uit")
         note = None
         while True:
             print(keys + " > ", end="", file=out, flush=True)
@@ -209,8 +200,18 @@ def review_loop(api: ApiClient, queue: str, inp, out) -> int:
                 note = keys_in.line() or None
                 continue
             if key == "q":
-                print(f"{answered} answered; the open task returns to the queue when its lease ends.", file=out)
+                status, _ = api.call("POST", f"/api/tasks/{urllib.request.quote(task['task_id'], safe='')}/release")
+                print(f"{answered} answered; the open task went back to the queue." if status == 200 else
+                      f"{answered} answered; the open task returns to the queue when its lease ends.", file=out)
                 return 0
+            if key.isdigit() and 1 <= int(key) <= min(9, len(labels)):
+                if labels[int(key) - 1] == predicted:
+                    print(f"{predicted} is the predicted label: press a to approve it", file=out)
+                    continue
+                body.update(action="correct", corrected_label=labels[int(key) - 1])
+                if note:
+                    body["note"] = note
+                break
             if key == "a":
                 body["action"] = "approve"
             elif key == "u":
@@ -218,9 +219,9 @@ def review_loop(api: ApiClient, queue: str, inp, out) -> int:
             elif key == "e" and task["queue"] == "analyst":
                 body["action"] = "escalate"
             elif key == "c":
-                others = [lb for lb in labels if lb != task["prediction"]["predicted_label"]]
+                others = [lb for lb in labels if lb != predicted]
                 if not others:
-                    print("no other label has been seen for this model", file=out)
+                    print("no other label is known for this model", file=out)
                     continue
                 print("  ".join(f"{i}) {lb}" for i, lb in enumerate(others, 1)) + " > ", end="", file=out, flush=True)
                 choice = keys_in.key(out) if len(others) < 10 else keys_in.line()

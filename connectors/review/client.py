@@ -1,10 +1,17 @@
 """``ReviewerClient``: review tasks straight from Kafka, answers straight to Kafka.
 
-For bridging an annotation tool (Label Studio, a spreadsheet, a script) that does not go
-through the review server. It has no leases: give each bridge its own tier or its own
-consumer group and do not also serve that tier from the web queue, or a case may be
-answered twice (downstream the feedback join deduplicates by ``correction_id`` only, and the
-latest answer of a tier wins).
+For bridging an annotation tool (Label Studio, a spreadsheet, a script). Two modes:
+
+* **Leased** (``server=`` and ``password=`` given — use this whenever a review server also
+  serves the queue): every task :meth:`~ReviewerClient.poll` returns is first claimed on the
+  review server under ``reviewer_id`` (the web queue shows it as in review, nobody else can
+  answer it); tasks someone else holds or answered are skipped; :meth:`~ReviewerClient.submit`
+  answers through the server, which checks the lease and publishes. A task the server has
+  not stored yet is retried on later polls for ``claim_wait_seconds``, then delivered unleased.
+* **Direct** (no server): tasks straight from Kafka, answers straight to Kafka, no leases —
+  then this client must be the queue's only consumer: do not serve that queue from the web
+  server too, or a case may be answered twice (downstream the feedback join deduplicates by
+  ``correction_id`` only, and the latest answer of a tier wins).
 """
 from __future__ import annotations
 
@@ -53,7 +60,8 @@ class ReviewerClient:
     """
 
     def __init__(self, config: ClientConfig | Settings, reviewer_id: str, queue: str = ANALYST, group_id: str | None = None,
-                 source: str = "client") -> None:
+                 source: str = "client", server: str | None = None, password: str | None = None,
+                 claim_wait_seconds: float = 30.0) -> None:
         from confluent_kafka import Consumer
 
         if queue not in QUEUES:
@@ -72,6 +80,13 @@ class ReviewerClient:
             "session.timeout.ms": int(cfg.session_timeout_seconds * 1000)}))
         self._consumer.subscribe([rs.topic_of_queue(queue)])
         self._received: dict[str, float] = {}
+        self.leases = None
+        if server is not None:
+            from loopline.connectors.review.leases import ServerLeases
+
+            if not password:
+                raise ValueError("a leased ReviewerClient needs the reviewer's password for the review server")
+            self.leases = ServerLeases(server, reviewer_id, password, claim_wait_seconds)
 
     def poll(self, timeout: float = 1.0, max_tasks: int = 100) -> list[dict]:
         """Up to ``max_tasks`` decoded ReviewTasks (waits at most ``timeout`` seconds); skips bad records."""
@@ -89,6 +104,13 @@ class ReviewerClient:
                 except Exception:  # noqa: S112 (records that are not review tasks are skipped)
                     continue
                 if name == REVIEW_TASK:
+                    if self.leases is not None:
+                        self.leases.offer(task)
+                        continue
+                    self._received[task["task_id"]] = time.time()
+                    out.append(task)
+            if self.leases is not None:
+                for task in self.leases.claimable(max_tasks - len(out)):
                     self._received[task["task_id"]] = time.time()
                     out.append(task)
             if out:
@@ -109,6 +131,9 @@ class ReviewerClient:
         label = task["prediction"]["predicted_label"] if wire == "approve" else (
             corrected_label if wire == "override" else None)
         now = time.time()
+        if self.leases is not None and self.leases.holds(task["task_id"]):
+            self._received.pop(task["task_id"], None)
+            return self.leases.submit(task["task_id"], action, corrected_label, note, self.source)
         correction = correction_for(task, self.reviewer_id, wire, label, note,
                                     now - self._received.pop(task["task_id"], now), self.source, now)
         self._publisher.publish(correction)
@@ -125,6 +150,8 @@ class ReviewerClient:
                 raise
 
     def close(self) -> None:
+        if self.leases is not None:
+            self.leases.release_all()
         self._publisher.close()
         self._consumer.close()
 

@@ -276,4 +276,6 @@ def open_store(settings) -> ReviewStore:
         return ReviewStore(url[len("sqlite:///"):], settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks)
     if url:
         raise ValueError(f"LOOPLINE_REVIEW_DB_URL: use sqlite:///path or postgresql://..., not {url.split(':', 1)[0]!r}:")
-    return ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks)
+    return ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks,
+                       audit_sla_seconds=settings.audit_sla_seconds, audit_priority=settings.audit_priority,
+                       priority_weight_seconds=settings.priority_weight_seconds)

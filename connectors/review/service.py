@@ -29,9 +29,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from loopline.connectors.review.auth import ROLES, hash_password, verify_password
+from loopline.connectors.review.contract import Contract, Contracts
 from loopline.connectors.review.feed import correction_for
 from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, TIER_OF_QUEUE, ReviewSettings
-from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound
+from loopline.connectors.review.store import LeaseError, QueueFilter, ReviewStore, TaskNotFound
 from loopline.connectors.review.throttle import LoginThrottle
 from loopline.processors.errors import LooplineError
 
@@ -180,6 +181,7 @@ class ReviewService:
                                       settings.login_table_max, settings.login_lockout_seconds)
         self.addresses = LoginThrottle(settings.login_max_failures_per_address, settings.login_window_seconds,
                                        settings.login_table_max, settings.login_lockout_seconds)
+        self.contracts = Contracts(settings.policy_file)
 
     # ------------------------------------------------------------ who
     def authenticate(self, name: str, password: str) -> dict | None:
@@ -281,10 +283,36 @@ class ReviewService:
     def queue_stats(self) -> dict:
         return self.store.queue_stats(time.time())
 
-    def waiting(self, reviewer: dict, queue: str, limit: int | None = None) -> list[dict]:
+    def waiting(self, reviewer: dict, queue: str, limit: int | None = None, offset: int = 0,
+                filters: QueueFilter | None = None) -> list[dict]:
         self.require_queue(reviewer, queue)
         return [self.view(t, reviewer) for t in
-                self.store.waiting(queue, time.time(), limit or self.settings.page_size)]
+                self.store.waiting(queue, time.time(), limit or self.settings.page_size, offset, filters)]
+
+    def count_waiting(self, reviewer: dict, queue: str, filters: QueueFilter | None = None) -> int:
+        self.require_queue(reviewer, queue)
+        return self.store.count_waiting(queue, time.time(), filters)
+
+    def claim_next(self, reviewer: dict, queue: str, filters: QueueFilter | None = None) -> dict | None:
+        """Lease the most urgent waiting task of ``queue`` to ``reviewer`` (None when none waits)."""
+        self.require_queue(reviewer, queue)
+        return self.store.claim_next(queue, reviewer["name"], time.time(), filters)
+
+    def release(self, task_id: str, reviewer: dict) -> bool:
+        """Give a leased task back to its queue at once (the reviewer quit or skipped it)."""
+        task = self.task(task_id)
+        self.require_queue(reviewer, QUEUE_OF_TIER[task["tier"]])
+        return self.store.release(task_id, reviewer["name"])
+
+    def counters(self, reviewer: dict, now: float | None = None) -> dict:
+        """The reviewer's counters: answered since local midnight, agreement with others and on audits."""
+        now = time.time() if now is None else now
+        lt = time.localtime(now)
+        midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+        return self.store.reviewer_counters(reviewer["name"], midnight)
+
+    def contract(self, task: dict) -> Contract:
+        return self.contracts.of(task["model_name"])
 
     def task(self, task_id: str) -> dict:
         try:
@@ -293,9 +321,14 @@ class ReviewService:
             raise ReviewError(404, f"no task {task_id!r} is waiting here") from None
 
     def labels(self, task: dict) -> list[str]:
-        labels = set(self.store.labels(task["model_name"]))
-        labels.add(task["prediction"]["predicted_label"])
-        return sorted(labels)
+        """The labels a correction may choose: the model's declared set, or (undeclared) the labels
+        seen for the model, at most ``max_seen_labels``, plus the predicted one."""
+        declared = self.contract(task).labels
+        if declared:
+            return list(declared)
+        predicted = task["prediction"]["predicted_label"]
+        seen = [lb for lb in self.store.labels(task["model_name"]) if lb != predicted]
+        return sorted(seen[: max(0, self.settings.max_seen_labels - 1)] + [predicted])
 
     def claim(self, task_id: str, reviewer: dict) -> dict:
         task = self.task(task_id)
@@ -332,6 +365,9 @@ class ReviewService:
             allowed = self.labels(task)
             if not isinstance(corrected_label, str) or corrected_label not in allowed:
                 raise ReviewError(400, f"corrected_label must be one of {', '.join(allowed)}")
+            if corrected_label == predicted:
+                raise ReviewError(400, f"the model already predicted {predicted!r}: approve it instead of "
+                                       "correcting it to the same label")
             label = corrected_label
         elif wire == "escalate" and queue == ESCALATION:
             raise ReviewError(400, "this task is in the escalation queue already; answer it instead")
@@ -349,8 +385,18 @@ class ReviewService:
             self.store.reopen(task_id)
             raise ReviewError(503, f"the answer could not be published, try again ({exc})") from None
         if wire == "escalate":
-            self.store.escalate_copy(task, now)
+            self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], note, now),
+                                     int((now + self.settings.escalation_sla_seconds) * 1000),
+                                     self.settings.escalation_priority)
         self.store.record_answer(task, wire, label, now)
+        self.store.record_reviewer_answer(reviewer["name"], task, wire, label, now)
         self.metrics.reviews.labels(TIER_OF_QUEUE[queue], wire).inc()
         self.metrics.latency.labels(TIER_OF_QUEUE[queue]).observe(review_seconds)
         return correction
+
+
+def escalation_context(task: dict, reviewer: str, note: object, now: float) -> dict:
+    """What travels with an analyst's escalation: who, when (epoch ms), why, and the original routing."""
+    return {"by": reviewer, "at": int(now * 1000), "note": (note or "").strip()[:2000] if isinstance(note, str) else "",
+            "original_reason": task.get("reason", ""), "original_priority": int(task.get("priority", 0)),
+            "original_due_by": int(task.get("due_by", 0))}

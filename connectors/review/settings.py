@@ -45,6 +45,12 @@ class ReviewSettings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     min_password_length: int = 12
+    audit_sla_seconds: float = 1800.0  # audit tasks are due this long after creation (their own due time)
+    audit_priority: int = 200  # the urgency weight of audit tasks (an escalation's base priority by default)
+    escalation_sla_seconds: float = 3600.0  # an analyst's escalation is due this long after it was escalated
+    escalation_priority: int = 250  # ... and carries this priority (above native escalations' base 200)
+    priority_weight_seconds: float = 60.0  # urgency = due time - priority x this (one point = one minute)
+    max_seen_labels: int = 20  # labels offered for a model without a declared label set
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:

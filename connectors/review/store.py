@@ -5,7 +5,7 @@ Guarantees:
 * a task is stored once per ``task_id`` (redelivered records are ignored);
 * bounded: tasks whose ``created_at`` is older than ``task_ttl_seconds`` are dropped
   (counter ``dropped_ttl``), and beyond ``max_tasks`` waiting tasks the ones that would be
-  reviewed last (lowest priority, latest due_by) are dropped (counter ``dropped_overflow``);
+  reviewed last (least urgent, see :class:`Urgency`) are dropped (counter ``dropped_overflow``);
 * a leased task is invisible to everyone else until its lease ends; an expired lease puts
   it back in the queue (counter ``lease_expiries``);
 * ``complete`` succeeds once per task, only for the reviewer holding a live lease.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.connectors.review.settings import ESCALATION, QUEUE_OF_TIER, QUEUES
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS answers (id INTEGER PRIMARY KEY AUTOINCREMENT, model_
     predicted_label TEXT NOT NULL, reason TEXT NOT NULL, event_id TEXT NOT NULL, action TEXT NOT NULL,
     corrected_label TEXT, confidence REAL NOT NULL, answered_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS answers_similar ON answers (model_name, predicted_label, reason, id);
+CREATE TABLE IF NOT EXISTS reviewer_answers (id INTEGER PRIMARY KEY AUTOINCREMENT, reviewer TEXT NOT NULL,
+    event_id TEXT NOT NULL, action TEXT NOT NULL, label TEXT, audit INTEGER NOT NULL, answered_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS reviewer_answers_who ON reviewer_answers (reviewer, answered_at);
+CREATE INDEX IF NOT EXISTS reviewer_answers_event ON reviewer_answers (event_id);
 CREATE TABLE IF NOT EXISTS reviewers (name TEXT PRIMARY KEY, role TEXT NOT NULL, pii_clearance INTEGER NOT NULL,
     salt BLOB NOT NULL, hash BLOB NOT NULL);
 """
@@ -65,8 +70,10 @@ class ReviewStore:
     """See the module docstring. ``now`` arguments are epoch seconds (floats)."""
 
     def __init__(self, path: str | Path, lease_seconds: float = 300.0, task_ttl_seconds: float = 7 * 86400.0,
-                 max_tasks: int = 100_000) -> None:
+                 max_tasks: int = 100_000, *, audit_sla_seconds: float | None = None, audit_priority: int = 0,
+                 priority_weight_seconds: float = 60.0) -> None:
         self.path = str(path)
+        self.urgency = Urgency(audit_sla_seconds, audit_priority, priority_weight_seconds)
         self.lease_seconds = lease_seconds
         self.task_ttl_seconds = task_ttl_seconds
         self.max_tasks = max_tasks
@@ -76,6 +83,7 @@ class ReviewStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        migrate_urgency(self._db, self.urgency)
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -112,11 +120,13 @@ class ReviewStore:
                     if task["created_at"] < cutoff_ms:
                         self._bump("dropped_ttl")
                         continue
+                    task = self.urgency.admit(task)
                     cur = self._db.execute(
-                        "INSERT OR IGNORE INTO tasks (task_id, queue, priority, due_by, created_at, model_name, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO tasks (task_id, queue, priority, due_by, created_at, model_name, body,"
+                        " urgency, reason, audit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (task["task_id"], QUEUE_OF_TIER[task["tier"]], int(task["priority"]), int(task["due_by"]),
-                         int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default)))
+                         int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default),
+                         self.urgency.of(task), str(task.get("reason") or ""), int(bool(task.get("audit")))))
                     if cur.rowcount == 0:
                         continue
                     added += 1
@@ -141,7 +151,7 @@ class ReviewStore:
         if n > self.max_tasks:
             cur = self._db.execute(
                 "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE done = 0 "
-                "ORDER BY priority ASC, due_by DESC LIMIT ?)", (n - self.max_tasks,))
+                "ORDER BY urgency DESC, due_by DESC LIMIT ?)", (n - self.max_tasks,))
             self._bump("dropped_overflow", cur.rowcount)
 
     def expire_leases(self, now: float) -> int:
@@ -155,14 +165,41 @@ class ReviewStore:
             self._bump("lease_expiries", cur.rowcount)
             return cur.rowcount
 
-    def waiting(self, queue: str, now: float, limit: int = 50) -> list[dict]:
-        """Unleased tasks of a queue, most urgent first (priority desc, then due_by)."""
+    def waiting(self, queue: str, now: float, limit: int = 50, offset: int = 0,
+                filters: QueueFilter | None = None) -> list[dict]:
+        """Unleased tasks of a queue, most urgent first (see :class:`Urgency`), optionally filtered."""
         self.expire_leases(now)
+        where, args = (filters or QueueFilter()).sql(now)
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL "
-                "ORDER BY priority DESC, due_by ASC LIMIT ?", (queue, limit)).fetchall()
+                f"SELECT body FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL{where} "  # noqa: S608 - constant SQL fragments, values bound
+                "ORDER BY urgency ASC, due_by ASC, task_id LIMIT ? OFFSET ?",
+                (queue, *args, limit, max(0, offset))).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def count_waiting(self, queue: str, now: float, filters: QueueFilter | None = None) -> int:
+        """How many unleased tasks of ``queue`` match ``filters`` (the "of N" of a queue page)."""
+        self.expire_leases(now)
+        where, args = (filters or QueueFilter()).sql(now)
+        with self._lock:
+            sql = f"SELECT COUNT(*) FROM tasks WHERE done = 0 AND queue = ? AND leased_by IS NULL{where}"  # noqa: S608 - constant fragments
+            return self._db.execute(sql, (queue, *args)).fetchone()[0]
+
+    def release(self, task_id: str, reviewer: str) -> bool:
+        """Give a task back to its queue now (the reviewer quit); False without an own live lease."""
+        with self._lock:
+            return self._db.execute("UPDATE tasks SET leased_by = NULL, lease_until = NULL, claimed_at = NULL "
+                                    "WHERE task_id = ? AND leased_by = ? AND done = 0",
+                                    (task_id, reviewer)).rowcount > 0
+
+    def facets(self, queue: str) -> dict[str, list[str]]:
+        """Distinct models and reasons of the waiting tasks of ``queue`` (filter choices; at most 50 each)."""
+        with self._lock:
+            models = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT model_name FROM tasks WHERE done = 0 AND queue = ? ORDER BY 1 LIMIT 50", (queue,))]
+            reasons = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT reason FROM tasks WHERE done = 0 AND queue = ? ORDER BY 1 LIMIT 50", (queue,))]
+        return {"model": models, "reason": [r for r in reasons if r]}
 
     def queue_stats(self, now: float) -> dict[str, dict]:
         """Per queue: waiting (unleased), leased, oldest waiting age in seconds (by created_at)."""
@@ -216,9 +253,10 @@ class ReviewStore:
                              (reviewer, now + self.lease_seconds, claimed_at, task_id))
             return self.get(task_id)
 
-    def claim_next(self, queue: str, reviewer: str, now: float) -> dict | None:
+    def claim_next(self, queue: str, reviewer: str, now: float, filters: QueueFilter | None = None) -> dict | None:
+        """Lease the most urgent waiting task of ``queue`` (matching ``filters``) to ``reviewer``."""
         with self._lock:
-            for task in self.waiting(queue, now, limit=1):
+            for task in self.waiting(queue, now, limit=1, filters=filters):
                 return self.claim(task["task_id"], reviewer, now)
         return None
 
@@ -276,12 +314,52 @@ class ReviewStore:
         return [{"event_id": r[0], "action": r[1], "corrected_label": r[2], "confidence": r[3],
                  "answered_at": r[4]} for r in rows]
 
-    def escalate_copy(self, task: dict, now: float) -> bool:
-        """Store an escalation copy of an analyst task (tier escalate, task_id ``<event_id>:escalate``)."""
+    def escalate_copy(self, task: dict, now: float, escalation: dict | None = None, due_by: int | None = None,
+                      priority: int | None = None) -> bool:
+        """Store an escalation copy of an analyst task (tier escalate, task_id ``<event_id>:escalate``),
+        with ``escalation`` (who, when, why, the original reason) and the escalation's own due time
+        and priority when given; the note joins the task's ``notes`` thread."""
         copy = {k: v for k, v in task.items() if k != "_lease"}
-        copy.update(tier="escalate", task_id=f"{task['event_id']}:escalate")
+        copy.update(tier="escalate", task_id=f"{task['event_id']}:escalate", created_at=int(now * 1000))
+        if escalation is not None:
+            copy["escalation"] = escalation
+            copy["notes"] = list(task.get("notes") or []) + (
+                [{"by": escalation["by"], "at": escalation["at"], "text": escalation["note"], "action": "escalate"}]
+                if escalation.get("note") else [])
+        if due_by is not None:
+            copy["due_by"] = int(due_by)
+        if priority is not None:
+            copy["priority"] = int(priority)
         assert QUEUE_OF_TIER[copy["tier"]] == ESCALATION
         return self.add_task(copy, now)
+
+    # ------------------------------------------------------------ reviewer counters
+    def record_reviewer_answer(self, reviewer: str, task: dict, action: str, label: str | None, now: float) -> None:
+        """Remember who answered what (per-reviewer counters); kept for ``task_ttl_seconds``."""
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "INSERT INTO reviewer_answers (reviewer, event_id, action, label, audit, answered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (reviewer, task["event_id"], action, label, int(bool(task.get("audit"))), now))
+            if cur.lastrowid % 500 == 0:
+                self._db.execute("DELETE FROM reviewer_answers WHERE answered_at < ?", (now - self.task_ttl_seconds,))
+
+    def reviewer_counters(self, reviewer: str, since: float) -> dict:
+        """``answered`` since ``since``; ``agree_others``/``compared_others``: this reviewer's labels on
+        events someone else also labelled (escalations, double reviews) and how many matched;
+        ``agree_audits``/``compared_audits``: the same restricted to audit tasks."""
+        with self._lock:
+            answered = self._db.execute("SELECT COUNT(*) FROM reviewer_answers WHERE reviewer = ? AND answered_at >= ?",
+                                        (reviewer, since)).fetchone()[0]
+            rows = self._db.execute(
+                "SELECT a.audit, a.label = b.label FROM reviewer_answers a JOIN reviewer_answers b"
+                " ON a.event_id = b.event_id AND b.reviewer != a.reviewer"
+                " WHERE a.reviewer = ? AND a.label IS NOT NULL AND b.label IS NOT NULL"
+                " AND a.id = (SELECT MAX(id) FROM reviewer_answers WHERE event_id = a.event_id AND reviewer = a.reviewer)"
+                " AND b.id = (SELECT MAX(id) FROM reviewer_answers WHERE event_id = b.event_id AND reviewer != a.reviewer"
+                " AND label IS NOT NULL) LIMIT 10000", (reviewer,)).fetchall()
+        return {"answered": answered, "compared_others": len(rows), "agree_others": sum(1 for _, m in rows if m),
+                "compared_audits": sum(1 for a, _ in rows if a), "agree_audits": sum(1 for a, m in rows if a and m)}
 
     # ------------------------------------------------------------ reviewers
     def put_reviewer(self, name: str, role: str, pii_clearance: bool, salt: bytes, digest: bytes) -> None:
@@ -305,6 +383,89 @@ class ReviewStore:
     def remove_reviewer(self, name: str) -> bool:
         with self._lock:
             return self._db.execute("DELETE FROM reviewers WHERE name = ?", (name,)).rowcount > 0
+
+
+class Urgency:
+    """One urgency order for every queue: ``urgency = due_by - priority x weight`` (ms; smaller is
+    more urgent), so due time and priority mix and every task's place is fixed when it arrives —
+    a task is overtaken only by tasks that arrive soon after it, never for ever (no starvation).
+
+    Audit tasks get their own due time (``created_at + audit_sla_seconds``) and at least
+    ``audit_priority``, so the audit sample is answered while the audit-based error estimate needs it.
+
+    >>> u = Urgency(1800, 200, 60)
+    >>> t = u.admit({"audit": True, "tier": "review", "priority": 0, "created_at": 0, "due_by": 14_400_000})
+    >>> t["due_by"], t["priority"], u.of(t)
+    (1800000, 200, -10200000)
+    """
+
+    def __init__(self, audit_sla_seconds: float | None, audit_priority: int, priority_weight_seconds: float) -> None:
+        self.audit_sla_seconds = audit_sla_seconds
+        self.audit_priority = audit_priority
+        self.priority_weight_seconds = priority_weight_seconds
+
+    def admit(self, task: dict) -> dict:
+        """``task`` with the audit due time and priority applied (a copy when changed)."""
+        if not task.get("audit") or task.get("tier") != "review" or self.audit_sla_seconds is None:
+            return task
+        out = dict(task)
+        out["due_by"] = min(int(task["due_by"]), int(task["created_at"] + self.audit_sla_seconds * 1000))
+        out["priority"] = max(int(task["priority"]), self.audit_priority)
+        return out
+
+    def of(self, task: dict) -> int:
+        return int(task["due_by"]) - int(task["priority"]) * int(self.priority_weight_seconds * 1000)
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Filters of a queue page: model, reason, kind (``audit`` | ``regular``), due (``overdue`` |
+    ``hour`` = due within the next hour), event_id (exact). Empty fields do not filter."""
+
+    model: str = ""
+    reason: str = ""
+    kind: str = ""
+    due: str = ""
+    event_id: str = ""
+
+    def sql(self, now: float) -> tuple[str, list]:
+        where, args = "", []
+        if self.model:
+            where, args = where + " AND model_name = ?", args + [self.model]
+        if self.reason:
+            where, args = where + " AND reason = ?", args + [self.reason]
+        if self.kind in ("audit", "regular"):
+            where += " AND audit = ?"
+            args.append(1 if self.kind == "audit" else 0)
+        if self.due == "overdue":
+            where, args = where + " AND due_by < ?", args + [int(now * 1000)]
+        elif self.due == "hour":
+            where, args = where + " AND due_by < ?", args + [int((now + 3600) * 1000)]
+        if self.event_id:
+            where += " AND task_id IN (?, ?)"
+            args += [f"{self.event_id}:review", f"{self.event_id}:escalate"]
+        return where, args
+
+    def active(self) -> bool:
+        return any((self.model, self.reason, self.kind, self.due, self.event_id))
+
+
+def migrate_urgency(db: sqlite3.Connection, urgency: Urgency) -> None:
+    """Add the ``urgency``, ``reason`` and ``audit`` columns to a store written by an older version
+    (filled from due time, priority and the stored task)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}
+    if "urgency" not in cols:
+        db.execute("ALTER TABLE tasks ADD COLUMN urgency INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE tasks SET urgency = due_by - priority * ?", (int(urgency.priority_weight_seconds * 1000),))
+    if "reason" not in cols:
+        db.execute("ALTER TABLE tasks ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE tasks ADD COLUMN audit INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE tasks SET reason = coalesce(json_extract(body, '$.reason'), ''), "
+                   "audit = coalesce(json_extract(body, '$.audit'), 0)")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_urgency ON tasks (done, queue, leased_by, urgency)")
+    db.execute("DROP INDEX IF EXISTS tasks_reason")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_reasons ON tasks (queue, reason) WHERE done = 0")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_models ON tasks (queue, model_name) WHERE done = 0")
 
 
 def _json_default(obj):

@@ -17,7 +17,7 @@ recently updated dropped).
 >>> b.status("m")
 'stable'
 >>> _ = b.apply({**ev, "state": "started"}); b.status("m")
-'drifting: amount (psi 0.31)'
+'drifting: amount (psi 0.31, 2.6x threshold)'
 >>> _ = b.apply({**ev, "state": "resolved"}); b.status("m")
 'stable'
 """
@@ -75,7 +75,8 @@ class DriftBoard:
         return list(self._active)
 
     def status(self, model: str) -> str:
-        """``stable`` or ``drifting: <signal> (<detector> <score>), ...`` (strongest first, at most 3 signals)."""
+        """``stable`` or ``drifting: <signal> (<detector> <score>, <score/threshold>x threshold), ...``
+        (strongest first, at most 3 signals)."""
         cached = self._status.get(model)
         if cached is not None:
             return cached
@@ -89,7 +90,8 @@ class DriftBoard:
                 if signal not in best or ratio > best[signal][0]:
                     best[signal] = (ratio, detector, v["score"])
             ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-            parts = [f"{s} ({d} {score:.3g})" for s, (_, d, score) in ranked[:self.max_status_signals]]
+            parts = [f"{s} ({d} {score:.3g}, {ratio:.1f}x threshold)"
+                     for s, (ratio, d, score) in ranked[:self.max_status_signals]]
             more = len(ranked) - self.max_status_signals
             text = "drifting: " + ", ".join(parts) + (f" +{more} more" if more > 0 else "")
         if model in self._active:

@@ -99,6 +99,8 @@ class ModelPolicy:
     autopilot: Any = None  # loopline.processors.policy.quality_options.AutopilotSpec | None
     drift: Mapping | None = None  # drift-policy options (loopline.processors.drift.policy.DriftPolicy arguments)
     slices: tuple = ()  # loopline.processors.policy.quality_options.SliceSpec, ...
+    labels: tuple[str, ...] = ()  # the declared label set (empty = undeclared: any label accepted)
+    guidelines: str = ""  # reviewer guidelines shown on the task page
 
     def code(self, reason: str) -> int:
         return self.codes[reason]
@@ -167,6 +169,9 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
     m = _Table(data, path, source)
     positive = m.string("positive_label", None)
     personal = frozenset(m.strings("personal_data", []))
+    labels, guidelines = _labels(m)
+    if labels and positive is not None and positive not in labels:
+        raise m.error("positive_label", f"must be one of the declared labels {list(labels)}, got {positive!r}")
     tiers = m.table("tiers")
     a, r, e = tiers.table("auto"), tiers.table("review"), tiers.table("escalate")
     tiers.finish()
@@ -209,7 +214,26 @@ def _model(data: dict, path: str, name: str, source: str) -> ModelPolicy:
         name, positive, min_conf, MappingProxyType(by_class), audit_rate, band, over_rate, audit_priority,
         round(review_sla * 60_000), review_priority, review_rules, round(esc_sla * 60_000), esc_priority,
         esc_below, esc_rules, max_risk, nv_rate, nv_events, round(nv_hours * 3_600_000), established,
-        personal_data=personal, autopilot=autopilot, slices=slices, drift=drift))
+        personal_data=personal, autopilot=autopilot, slices=slices, drift=drift, labels=labels,
+        guidelines=guidelines))
+
+
+MAX_LABELS, MAX_GUIDELINES = 100, 5000
+
+
+def _labels(m: _Table) -> tuple[tuple[str, ...], str]:
+    """``labels = [...]`` (distinct non-empty strings, at most MAX_LABELS, at least two) and
+    ``guidelines = "..."`` (at most MAX_GUIDELINES characters)."""
+    labels = m.strings("labels", [])
+    if labels:
+        if len(set(labels)) != len(labels):
+            raise m.error("labels", f"must not repeat a label, got {list(labels)}")
+        if not 2 <= len(labels) <= MAX_LABELS:
+            raise m.error("labels", f"must declare between 2 and {MAX_LABELS} labels, got {len(labels)}")
+    guidelines = m.raw("guidelines", "")
+    if not isinstance(guidelines, str) or len(guidelines) > MAX_GUIDELINES:
+        raise m.error("guidelines", f"must be a string of at most {MAX_GUIDELINES} characters, got {_show(guidelines)[:60]}")
+    return labels, guidelines.strip()
 
 
 def _drift(m: _Table, name: str, source: str) -> Mapping:

@@ -37,7 +37,13 @@ from typing import Protocol
 
 import numpy as np
 
-from loopline.processors.errors import DecodeError, LooplineError, TruncatedPayloadError, UnexpectedTypeError
+from loopline.processors.errors import (
+    DecodeError,
+    LooplineError,
+    TruncatedPayloadError,
+    UndeclaredLabel,
+    UnexpectedTypeError,
+)
 from loopline.processors.policy.threshold import FrameDecisions
 from loopline.processors.routing.frame_checks import invalid_rows
 from loopline.processors.routing.validation import check_prediction
@@ -198,8 +204,13 @@ class Router:
                                       worker=self.worker)
                 self._dead(result, out, getattr(err, "error_class", "internal"))
             frame = frame.take(~bad)
+            if row_sources is not None:  # keep each single event's original record aligned with the frame
+                row_sources = [r for r, b in zip(row_sources, bad.tolist(), strict=True) if not b]
             if frame.n == 0:
                 return
+        frame = self._drop_undeclared(frame, sources, row_sources, result)
+        if frame is None:
+            return
         risk = self.risk_scorer.score_frame(frame) if self.risk_scorer is not None else None
         if risk is None:
             decisions = self.policy.decide_frame(frame, now_ms)
@@ -224,6 +235,41 @@ class Router:
             for i in np.flatnonzero(human).tolist():
                 result.outputs.append(self._task(frame, decisions, i, partition if homes is None else int(homes[i]),
                                                  now_ms, None if risk is None else float(risk[i])))
+
+    def declared_labels(self, model_name: str) -> tuple[str, ...]:
+        """The label set the policy declares for ``model_name`` (empty: not declared, any label passes)."""
+        model = getattr(self.policy, "model", None)
+        if model is None:
+            holder_policy = getattr(self.policy, "policy", None)
+            model = getattr(holder_policy, "model", None)
+        return tuple(getattr(model(model_name), "labels", ())) if model is not None else ()
+
+    def _drop_undeclared(self, frame: PredictionFrame, sources: list[InputRecord],
+                         row_sources: list[InputRecord] | None, result: RouteResult) -> PredictionFrame | None:
+        """Dead-letter rows whose predicted label is outside the model's declared set (class
+        ``undeclared_label``); the rest of the frame, or None when nothing is left."""
+        declared = self.declared_labels(frame.model_name)
+        if not declared:
+            return frame
+        unknown = [i for i, lb in enumerate(frame.labels) if lb not in declared]
+        if not unknown:
+            return frame
+        bad = np.isin(frame.label_codes, np.asarray(unknown, dtype=frame.label_codes.dtype))
+        if not bad.any():
+            return frame
+        for i in np.flatnonzero(bad).tolist():
+            label = frame.labels[int(frame.label_codes[i])]
+            err = UndeclaredLabel(f"predicted_label {label[:80]!r} is not declared for model "
+                                  f"{frame.model_name!r} (declared: {', '.join(declared)})", field="predicted_label")
+            row = frame.row(i)
+            if row_sources is not None:
+                out = dead_letter(row_sources[i], err, worker=self.worker)
+            else:
+                out = dead_letter(sources[0], err, value=self.serde.encode(PREDICTION, row), batch_index=i,
+                                  worker=self.worker)
+            self._dead(result, out, err.error_class)
+        frame = frame.take(~bad)
+        return frame if frame.n else None
 
     def _decision_records(self, frame: PredictionFrame, d: FrameDecisions, partition: int, now_ms: int,
                           result: RouteResult) -> None:

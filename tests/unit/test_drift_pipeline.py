@@ -121,7 +121,7 @@ def test_board_status_and_bounded_models():
     b.apply({**ev, "model_name": "a", "signal": "x", "state": "started"})
     b.apply({**ev, "model_name": "a", "signal": "confidence", "detector": "rank_cusum", "score": 30.0,
              "threshold": 10.0, "state": "started"})
-    assert b.status("a") == "drifting: x (psi 0.4), confidence (rank_cusum 30)"
+    assert b.status("a") == "drifting: x (psi 0.4, 4.0x threshold), confidence (rank_cusum 30, 3.0x threshold)"
     b.apply({**ev, "model_name": "b", "signal": "x", "state": "started"})
     b.apply({**ev, "model_name": "c", "signal": "x", "state": "started"})
     assert len(b.models()) == 2 and "a" not in b.models()
