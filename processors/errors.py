@@ -67,6 +67,12 @@ class UnexpectedTypeError(DecodeError):
     error_class = "unexpected_type"
 
 
+class ModelLimitError(LooplineError):
+    """A record names one model too many: the per-process model cap is reached (producers choose model names)."""
+
+    error_class = "model_limit"
+
+
 class ValidationError(LooplineError):
     """A decoded record breaks a semantic rule."""
 

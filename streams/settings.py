@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     drift_idle_seconds: float = Field(30.0, gt=0, description="a partition whose event time has not moved for this long stops holding the drift watermark back")
     drift_policy: str = Field("", description='per-model drift policy as JSON, for models without [models.<name>.drift] in the policy file')
     drift_max_models: int = Field(100, ge=1, description="models tracked per worker and per drift agent")
+    learn_max_models: int = Field(100, ge=1, description="models the learner keeps a learner for, and route workers hold snapshots of; records of further models are dead-lettered as model_limit")
     drift_agent: bool = Field(True, description="run the drift agent in workers with the drift agent set; false = they only collect")
     # online learning (the "learn" agent; see docs/learning.md)
     learn_pipeline: str = Field("logreg", description="challenger pipeline: logreg | hoeffding | arf")

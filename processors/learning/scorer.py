@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from loopline.processors.errors import ModelLimitError
 from loopline.processors.learning.features import example_features, frame_matrix, risk_features
 from loopline.processors.learning.snapshot import load_model
 
@@ -28,9 +29,10 @@ def _export_of(obj):
 
 
 class RiskScorer:
-    def __init__(self, key: bytes, top: int = 5) -> None:
+    def __init__(self, key: bytes, top: int = 5, max_models: int = 100) -> None:
         self.key = key
         self.top = top
+        self.max_models = max_models
         self.slots: dict[tuple[str, str], _Slot] = {}
 
     def accept(self, update: dict) -> bool:
@@ -39,6 +41,10 @@ class RiskScorer:
         if role not in ("override_risk", "challenger", "champion"):
             return False
         k = (update["model_name"], role)
+        if k not in self.slots and update["model_name"] not in {m for m, _ in self.slots} \
+                and len({m for m, _ in self.slots}) >= self.max_models:
+            raise ModelLimitError(f"snapshot of model #{self.max_models + 1} refused: "
+                                  f"at most {self.max_models} models are held (LOOPLINE_LEARN_MAX_MODELS)")
         held = self.slots.get(k)
         if held is not None and update["version"] <= held.version:
             return False

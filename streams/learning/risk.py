@@ -17,7 +17,7 @@ import time
 
 import faust
 
-from loopline.processors.errors import DecodeError
+from loopline.processors.errors import DecodeError, ModelLimitError
 from loopline.processors.learning.scorer import RiskScorer
 from loopline.processors.routing.router import InputRecord, dead_letter
 from loopline.streams.kafka_security import kafka_security
@@ -31,7 +31,7 @@ def register_risk_scorer(worker, app: faust.App) -> None:
     s = worker.settings
     topic = s.topics.model_updates
     warn_dev_key(s)
-    scorer = worker.risk_scorer = RiskScorer(s.snapshot_hmac_key.get_secret_value().encode())
+    scorer = worker.risk_scorer = RiskScorer(s.snapshot_hmac_key.get_secret_value().encode(), max_models=s.learn_max_models)
     worker.insight_providers.append(scorer)
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every route agent
@@ -48,7 +48,7 @@ def register_risk_scorer(worker, app: faust.App) -> None:
             try:
                 _, up = worker.serde.decode(m.value())
                 swapped = scorer.accept(up)
-            except DecodeError as exc:  # SnapshotError is a DecodeError: HMAC mismatch, unknown format
+            except (DecodeError, ModelLimitError) as exc:  # SnapshotError is a DecodeError: HMAC mismatch, unknown format
                 log.error("model snapshot refused at %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
                 metrics.refused.labels(getattr(exc, "error_class", "decode")).inc()
                 dead.append(dead_letter(rec, exc, worker=worker.worker_id))

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 
-from loopline.processors.errors import DecodeError, UnexpectedTypeError
+from loopline.processors.errors import DecodeError, ModelLimitError, UnexpectedTypeError
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model, update_key
 from loopline.processors.learning.errors import SnapshotError
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
@@ -65,6 +65,7 @@ class LearnerRuntime:
         self.key = settings.snapshot_hmac_key.get_secret_value().encode()
         warn_dev_key(settings)
         self.learners: dict[str, ModelLearner] = {}
+        self.model_limited = 0  # training examples dead-lettered because the model cap was reached
         self.gold: dict[str, str] = {}
         self.pending = 0  # learned since the last publish
         self.state_dirty = False  # learned since the last learner-state snapshot
@@ -108,7 +109,15 @@ class LearnerRuntime:
             except DecodeError as exc:
                 dead.append(dead_letter(rec, exc, worker=self.worker_id))
                 continue
-            by_model[obj["model_name"]].append((obj, rec.partition, rec.offset))
+            model = obj["model_name"]
+            if model not in self.learners and model not in by_model \
+                    and len(self.learners) + len(set(by_model) - set(self.learners)) >= self.settings.learn_max_models:
+                exc = ModelLimitError(f"training example of model #{self.settings.learn_max_models + 1} refused: at most "
+                                      f"{self.settings.learn_max_models} models are learned (LOOPLINE_LEARN_MAX_MODELS)")
+                dead.append(dead_letter(rec, exc, worker=self.worker_id))
+                self.model_limited += 1
+                continue
+            by_model[model].append((obj, rec.partition, rec.offset))
         counts, latencies = {}, {}
         for model, items in by_model.items():
             out = self.learner(model).learn_batch(items)
@@ -217,4 +226,5 @@ class LearnerRuntime:
     def stats(self) -> dict:
         return {"restored": self.restored, "models": {m: lr.stats() for m, lr in sorted(self.learners.items())},
                 "pending_examples": self.pending, "snapshots_refused": self.refused,
+                "examples_over_model_limit": self.model_limited,
                 "gold_items": len(self.gold)}

@@ -72,3 +72,38 @@ def test_insights_fit_the_review_insights_schema(trained):
     record = {"confidence": 0.7, "rule": "low_confidence", "drift_status": None, **ins}
     name, back = serde.decode(serde.encode("io.loopline.ReviewInsights", record))
     assert back["top_contributions"] == ins["top_contributions"]
+
+
+def test_scorer_holds_at_most_max_models_and_refuses_the_next(trained):
+    """Model names come from producers: the route side keeps snapshots of at most ``max_models`` models."""
+    from loopline.processors.errors import ModelLimitError
+
+    lr, _ = trained
+    scorer = RiskScorer(KEY, max_models=3)
+    for i in range(3):
+        assert scorer.accept(build_update(f"m{i}", "override_risk", 1, lr.risk, key=KEY))
+    assert scorer.accept(build_update("m0", "challenger", 1, lr.challenger, key=KEY))  # a known model: another role
+    assert scorer.accept(build_update("m1", "override_risk", 2, lr.risk, key=KEY))  # a newer version swaps in
+    with pytest.raises(ModelLimitError):
+        scorer.accept(build_update("m3", "override_risk", 1, lr.risk, key=KEY))
+    assert {m for m, _ in scorer.slots} == {"m0", "m1", "m2"}
+
+
+def test_learner_runtime_learns_at_most_max_models_and_dead_letters_the_rest():
+    from loopline.processors.routing.router import InputRecord
+    from loopline.processors.wire.names import TRAINING_EXAMPLE
+    from loopline.streams.learning.runtime import LearnerRuntime
+    from loopline.streams.settings import Settings
+
+    traffic = FraudTraffic(seed=3, n_events=2_000)
+    examples, _ = corrected_examples(traffic, 0, 2_000, seed=3)
+    serde = AvroSerde(SchemaCatalogue.load())
+    rt = LearnerRuntime(Settings(learn_max_models=2), serde)
+    records = []
+    for i, e in enumerate(examples[:60]):
+        e = {**e, "model_name": f"model-{i % 4}"}  # four producer-chosen names, two allowed
+        records.append(InputRecord(serde.encode(TRAINING_EXAMPLE, e), "t.training", 0, i, [], None))
+    counts, _, dead = rt.learn_records(records)
+    assert set(rt.learners) == {"model-0", "model-1"} and set(counts) == {"model-0", "model-1"}
+    assert len(dead) == 30 and rt.stats()["examples_over_model_limit"] == 30
+    assert {dict(d.headers)["loopline.error.class"] for d in dead} == {b"model_limit"}
