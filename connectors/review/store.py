@@ -41,6 +41,12 @@ class TaskNotFound(Exception):
     """No task with this id is stored."""
 
 
+#: labels remembered per model for the "Correct to" list of models without a declared label set, and in
+#: all (producers choose labels and model names: the table stays bounded; models with a declared set
+#: do not need it)
+MAX_LABELS_PER_MODEL = 100
+MAX_LABEL_ROWS = 20_000
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL, due_by INTEGER NOT NULL,
@@ -132,8 +138,13 @@ class ReviewStore:
                     added += 1
                     pred = task.get("prediction") or {}
                     labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
+                    known = {r[0] for r in self._db.execute("SELECT label FROM labels WHERE model_name = ?",
+                                                             (task["model_name"],))}
+                    total = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+                    room = max(0, min(MAX_LABELS_PER_MODEL - len(known), MAX_LABEL_ROWS - total))
+                    fresh = sorted(lb for lb in labels if lb and lb not in known)[:room]
                     self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?)",
-                                         [(task["model_name"], lb) for lb in labels if lb])
+                                         [(task["model_name"], lb) for lb in fresh])
                 if added:
                     self._enforce_bounds(now)
                 self._db.execute("COMMIT")

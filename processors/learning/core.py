@@ -205,5 +205,9 @@ class ModelLearner:
                 "gate": {"passed": passed, "reasons": reasons, "holdout": self.gate.report()},
                 "reviewers": self.reputation.report(),
                 "held_by_reviewer": dict(self.rate.held_by_reviewer),
-                "features_dropped": sum(getattr(getattr(m, "model", m), "dropped_features", 0)
-                                        for m in (self.risk, self.challenger))}
+                "features_dropped": self.features_dropped()}
+
+    def features_dropped(self) -> int:
+        """Feature occurrences both models ignored because they already hold their cap of distinct keys."""
+        return sum(int(getattr(m, "dropped_features", 0) or getattr(getattr(m, "model", None), "dropped_features", 0))
+                   for m in (self.risk, self.challenger))

@@ -109,9 +109,25 @@ def best_f1_threshold(pairs, default: float = 0.5) -> float:
 class RiverClassifier:
     """A River multi-class classifier with sample weights where it takes them."""
 
-    def __init__(self, model, weighted: bool) -> None:
+    def __init__(self, model, weighted: bool, max_features: int = 5000) -> None:
         self.model = model
         self.weighted = weighted
+        self.max_features = max_features
+        self.dropped_features = 0  # feature occurrences ignored: the model already knows max_features keys
+        self._keys: set[str] = set()
+
+    def _bounded(self, x: dict) -> dict:
+        """``x`` without keys beyond the first ``max_features`` learned (producers choose the keys)."""
+        keys = self.__dict__.setdefault("_keys", set())  # models pickled before the cap had none
+        cap = self.__dict__.setdefault("max_features", 5000)
+        out = {}
+        for k, v in x.items():
+            if k in keys or len(keys) < cap:
+                keys.add(k)
+                out[k] = v
+            else:
+                self.dropped_features = self.__dict__.get("dropped_features", 0) + 1
+        return out
 
     def predict_proba_one(self, x: dict) -> dict:
         return self.model.predict_proba_one(x)
@@ -123,6 +139,7 @@ class RiverClassifier:
         """River's classifiers grow their label set as they learn: nothing to note."""
 
     def learn_one(self, x: dict, label: str, w: float = 1.0, probs: dict | None = None) -> None:
+        x = self._bounded(x)
         if self.weighted:
             self.model.learn_one(x, label, w=w)
         elif w > 0:  # ARF draws its own Poisson weights and takes none: a weighted example counts once

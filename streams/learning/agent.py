@@ -66,6 +66,7 @@ def register_learner(worker, app: faust.App) -> None:
             for _, up in snaps:
                 metrics.updates.labels(label(up["model_name"]), up["role"]).inc()
             for model, lr in rt.learners.items():
+                metrics.features_dropped.labels(label(model)).set(lr.features_dropped())
                 for role in ("champion", "challenger"):
                     f1 = lr.online_f1(role)
                     if f1 is not None:

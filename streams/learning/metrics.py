@@ -16,6 +16,7 @@ class LearningMetrics(NamedTuple):
     f1: Gauge
     examples: Counter
     refused: Counter
+    features_dropped: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LearningMetrics:
@@ -32,4 +33,7 @@ class LearningMetrics(NamedTuple):
                              ["model", "outcome"], registry=registry),
             refused=Counter("loopline_snapshots_refused_total", "Model snapshots refused (HMAC or format)",
                             ["reason"], registry=registry),
+            features_dropped=Gauge("loopline_learn_features_dropped", "Feature occurrences the learner ignored "
+                                   "because a model already holds its cap of distinct (producer-chosen) keys",
+                                   ["model"], registry=registry),
         )

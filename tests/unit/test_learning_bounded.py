@@ -59,3 +59,16 @@ def test_learning_keeps_at_most_max_features_keys_and_counts_the_rest():
     m.learn_one({"amount": 0.5, "brand_new": 1.0}, True)
     assert "brand_new" not in m._clf.weights and m.dropped_features == 1200 - 400 - 49 + 1
     assert 0.0 <= before <= 1.0
+
+
+@pytest.mark.parametrize("name", ["hoeffding", "arf"])
+def test_river_challengers_learn_at_most_max_features_keys(name):
+    """Tree challengers get the same key cap as the linear one: new producer-chosen keys beyond it are dropped."""
+    m = make_challenger(name, ("fraud", "legit"), positive="fraud")
+    m.max_features = 20
+    rnd = random.Random(1)
+    for i in range(300):
+        x = {"amount": rnd.random(), f"junk_{i}": 1.0, f"more_{i}": 2.0}
+        m.learn_one(x, "fraud" if x["amount"] > 0.5 else "legit")
+    # "amount" (300 occurrences) and the first 19 junk keys are kept; every other occurrence is dropped
+    assert len(m._keys) == 20 and m.dropped_features == 300 * 3 - 300 - 19

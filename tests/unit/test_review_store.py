@@ -165,3 +165,21 @@ def test_similar_answers_same_model_label_and_rule_latest_first_and_bounded(stor
         store.record_answer(t(n), "approve", "legit", NOW)
     kept = store._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
     assert kept <= 100 + 500  # trimmed in batches of 500 inserts
+
+
+def test_labels_seen_stay_bounded_whatever_producers_send(tmp_path, monkeypatch):
+    """Hostile predictions with ever-new labels and model names cannot grow the labels table."""
+    from loopline.connectors.review import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_LABELS_PER_MODEL", 5)
+    monkeypatch.setattr(store_module, "MAX_LABEL_ROWS", 12)
+    s = ReviewStore(tmp_path / "r.sqlite3", lease_seconds=10, task_ttl_seconds=3600, max_tasks=10_000)
+    try:
+        s.add_tasks([task(i, label=f"junk-{i}") for i in range(40)], NOW)  # one model, 40 new labels
+        assert len(s.labels("fraud")) == 5
+        others = [{**task(100 + i, label=f"x{i}"), "model_name": f"m{i}"} for i in range(20)]
+        s.add_tasks(others, NOW)  # 20 new models
+        total = sum(len(s.labels(m)) for m in ["fraud"] + [f"m{i}" for i in range(20)])
+        assert total == 12
+    finally:
+        s.close()
