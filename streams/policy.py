@@ -44,7 +44,7 @@ def personal_marks(policy) -> dict:
     """The ``personal_data`` fields of a PolicyEvent: what the policy in force marks personal, per model."""
     spec = policy.spec
     return {"personal_data": {name: sorted(mp.personal_data) for name, mp in spec.models.items()},
-            "personal_data_default": sorted(spec.fallback.personal_data)}
+            "personal_data_default": sorted(spec.fallback.personal_data), "personal_data_known": True}
 
 
 class PolicyRuntime:

@@ -311,7 +311,8 @@ def build_app(settings: ReviewSettings, store: ReviewStore | None = None, publis
             app[FEED] = feed
             marks = PolicyMarks()
             service.policy_marks = marks
-            policy_feed = PolicyMarksFeed(settings.bootstrap, settings.policy_events_topic, marks)
+            policy_feed = PolicyMarksFeed(settings.bootstrap, settings.policy_events_topic, marks,
+                                          security=settings.kafka_security)
             policy_feed.start()
             app[POLICY_FEED] = policy_feed
 

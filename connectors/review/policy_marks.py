@@ -7,8 +7,10 @@ tails the policy-events topic from its beginning with a group-less consumer and
 keeps the newest event's marks, so a policy applied any way reaches the
 review server's masking within about a second (poll interval 0.2 s).
 
-Events written before v2 carry no marks (they decode with empty defaults) and
-are ignored, so they never unmask anything the newest v2 event marked.
+Events written before the marks were stated carry none (they decode with empty
+defaults and ``personal_data_known = false``) and are ignored, so they never
+unmask anything. A current event states the marks in full, so a policy that
+stops marking a key unmasks it (empty marks with ``personal_data_known``).
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ class PolicyMarks:
     def update(self, event: dict) -> bool:
         """Take ``event``'s marks if it is newer than the marks held and carries any; True if taken."""
         models, default = event.get("personal_data") or {}, event.get("personal_data_default") or []
-        if not models and not default:
-            return False
+        if not event.get("personal_data_known") and not models and not default:
+            return False  # an event from before the marks were stated: it says nothing about them
         with self._lock:
             self.events_seen += 1
             if event["changed_at"] < self._at:
@@ -55,9 +57,11 @@ class PolicyMarks:
 class PolicyMarksFeed(threading.Thread):
     """Background thread: policy-events topic (every partition, from the start) -> :class:`PolicyMarks`."""
 
-    def __init__(self, bootstrap: str, topic: str, marks: PolicyMarks, serde: AvroSerde | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, marks: PolicyMarks, serde: AvroSerde | None = None,
+                 security: dict | None = None) -> None:
         super().__init__(name="review-policy-marks", daemon=True)
         self.bootstrap = bootstrap
+        self.security = dict(security or {})  # librdkafka SASL/TLS entries (streams.kafka_security)
         self.topic = topic
         self.marks = marks
         self.serde = serde or AvroSerde(SchemaCatalogue.load())
@@ -74,7 +78,7 @@ class PolicyMarksFeed(threading.Thread):
             consumer = None
             try:
                 consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "loopline-review-policy-marks",
-                                     "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+                                     "enable.auto.commit": False, "fetch.wait.max.ms": 100, **self.security})
                 md = consumer.list_topics(self.topic, timeout=10)
                 parts = md.topics[self.topic].partitions if self.topic in md.topics else {}
                 if not parts:

@@ -125,3 +125,7 @@ def test_policy_events_marks_reach_the_masking_without_a_file(tmp_path):
                                         "personal_data_default": []})
     assert not svc.policy_marks.update({"changed_at": 20, "personal_data": {}, "personal_data_default": []})
     assert svc.view(_task(), analyst)["prediction"]["features_numeric"]["amount"] == MASK
+    # a current event that marks nothing any more (personal_data_known) unmasks: marks can shrink
+    assert svc.policy_marks.update({"changed_at": 30, "personal_data": {}, "personal_data_default": [],
+                                    "personal_data_known": True})
+    assert svc.view(_task(), analyst)["prediction"]["features_numeric"]["amount"] == 12.5
