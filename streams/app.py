@@ -160,6 +160,9 @@ class LooplineWorker:
     def _build_app(self) -> faust.App:
         s = self.settings
         apply_fetch_max_wait(s.fetch_max_wait_ms)
+        from loopline.streams.recovery_guard import apply_watermark_guard
+
+        apply_watermark_guard(lambda *clamp: self.metrics.watermark_clamps.inc())
         app = faust.App(
             s.app_id,
             broker=f"kafka://{s.kafka_bootstrap}",
@@ -381,8 +384,8 @@ def create_worker(settings: Settings | None = None) -> LooplineWorker:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker in the foreground until SIGINT/SIGTERM."""
-    from faust.worker import Worker as FaustWorker
+    """Run a worker in the foreground until SIGINT/SIGTERM (exit 0); a crash exits 3 with one sentence."""
+    from loopline.streams.lifecycle import run_faust_worker
 
     worker = create_worker(settings)
-    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    run_faust_worker(worker.app, settings.log_level)

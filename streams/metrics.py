@@ -108,6 +108,11 @@ class WorkerMetrics:
         self.processing_errors = Counter("loopline_processing_errors_total",
                                          "Batches whose processing raised unexpectedly (records went to dead letter).",
                                          ["agent"], registry=r)
+        self.watermark_clamps = Counter(
+            "loopline_changelog_watermark_clamps_total",
+            "Table recoveries where the broker reported a changelog high watermark below the offset this worker "
+            "had already applied; the watermark was raised to that offset instead of crashing (see "
+            "streams/recovery_guard.py).", registry=r)
 
     def record_route(self, topic: str, n_records: int, result) -> None:
         """Update every route metric once for a whole batch."""
