@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
+from loopline.streams.acks import acked_on_success
 from loopline.streams.confluent import build_serde
 from loopline.streams.lag import register_lag_metrics
 from loopline.streams.learning.metrics import LearningMetrics
@@ -273,7 +274,8 @@ class LooplineWorker:
         @app.agent(self.t_predictions, name="loopline.route")
         async def route(stream):
             async for events in stream.take_events(s.take_max, within=s.take_within):
-                await self.handle_predictions(events)
+                with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                    await self.handle_predictions(events)
 
     async def handle_predictions(self, events) -> None:
         """Route one take of Kafka records in chunks of at most ``chunk_bytes`` input bytes.

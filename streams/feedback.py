@@ -19,6 +19,7 @@ from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
 from loopline.processors.wire.names import TRAINING_EXAMPLE
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
+from loopline.streams.acks import acked_on_success
 
 log = logging.getLogger("loopline.feedback")
 
@@ -77,7 +78,8 @@ def register_feedback(worker, app: faust.App) -> None:
     @app.agent(source, name="loopline.feedback")
     async def feedback(stream):
         async for events in stream.take_events(500, within=0.05):
-            await handle_feedback(worker, events)
+            with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                await handle_feedback(worker, events)
 
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:
@@ -99,6 +101,7 @@ async def handle_feedback(worker, events) -> None:
     outputs: list[OutputRecord] = []
     counts = {"joined": 0, "duplicate": 0, "tasks": 0}
     examples: list[dict] = []
+    batch_ids: set[str] = set()  # correction ids of this batch, recorded as seen once published
     for e in events:
         m = e.message
         rec = InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key)
@@ -108,7 +111,13 @@ async def handle_feedback(worker, events) -> None:
                 out = join.on_task(obj, now_ms)
                 counts["tasks"] += 1
             elif name == CORRECTION:
-                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset})
+                if obj["correction_id"] in batch_ids:
+                    counts["duplicate"] += 1
+                    continue
+                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset},
+                                         mark_seen=False)
+                if not out.duplicates:
+                    batch_ids.add(obj["correction_id"])
             else:
                 raise UnexpectedTypeError(f"{name} does not belong on {m.topic}")
         except DecodeError as exc:
@@ -126,6 +135,8 @@ async def handle_feedback(worker, events) -> None:
             outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
             counts["joined"] += 1
     await worker.publish(outputs)
+    for cid in batch_ids:  # after the examples are on the broker: a crash before this replays, never loses
+        join.mark_seen(cid, now_ms)
     if examples:
         for hook in worker.example_hooks:
             try:

@@ -1,0 +1,33 @@
+"""A correction replayed after a crash (seen not yet recorded) is re-emitted, never lost, counted once."""
+from __future__ import annotations
+
+from tests.unit.test_feedback import corr, join, task
+
+
+def test_replay_before_seen_is_recorded_re_emits_the_same_example_and_counts_the_answer_once():
+    j, t = join(), task(1)
+    j.on_task(t, 1000)
+    first = j.on_correction(corr(t, "c1"), 2000, mark_seen=False).examples
+    replay = j.on_correction(corr(t, "c1"), 2100, mark_seen=False).examples
+    assert len(first) == len(replay) == 1
+    assert replay[0] == first[0]  # same correction_id, same answers_so_far: readers dedupe by correction_id
+    assert len(j.pending[t["event_id"]]["answers"]) == 1
+    second = j.on_correction(corr(t, "c2", label="legit", at=3000), 3000, mark_seen=False).examples
+    assert second[0]["answers_so_far"] == 2
+
+
+def test_replayed_waiting_correction_is_queued_once():
+    j, t = join(), task(2)
+    j.on_correction(corr(t, "c1"), 1500, mark_seen=False)
+    j.on_correction(corr(t, "c1"), 1600, mark_seen=False)
+    assert len(j.waiting[t["event_id"]]) == 1
+    assert [e["correction_id"] for e in j.on_task(t, 1700).examples] == ["c1"]
+
+
+def test_after_mark_seen_a_copy_is_a_duplicate():
+    j, t = join(), task(3)
+    j.on_task(t, 1000)
+    assert len(j.on_correction(corr(t, "c1"), 2000, mark_seen=False).examples) == 1
+    j.mark_seen("c1", 2000)
+    out = j.on_correction(corr(t, "c1"), 2100, mark_seen=False)
+    assert out.examples == [] and out.duplicates == 1
