@@ -164,6 +164,9 @@ class LooplineWorker:
         from loopline.streams.recovery_guard import apply_watermark_guard
 
         apply_watermark_guard(lambda *clamp: self.metrics.watermark_clamps.inc())
+        from loopline.streams.offset_guard import apply_offset_guard
+
+        apply_offset_guard(frozenset(s.topics.compacted()).__contains__)
         app = faust.App(
             s.app_id,
             broker=f"kafka://{s.kafka_bootstrap}",
