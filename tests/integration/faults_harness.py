@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -172,13 +173,15 @@ class Tally:
     examples_duplicated: int = 0
     examples_missing: int = 0
     max_latency_s: float = 0.0
+    median_latency_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"events in {self.events_in}, lost {self.lost}, duplicated decisions {self.duplicated}, "
                 f"dead letters {self.dead_letters or 0}, orphaned answers {self.orphans}, answers {self.answers}, "
                 f"training examples distinct {self.examples_distinct} (copies {self.examples_duplicated}, "
-                f"missing {self.examples_missing}), worst decision latency {self.max_latency_s:.1f}s"
+                f"missing {self.examples_missing}), worst decision latency {self.max_latency_s:.1f}s "
+                f"(median {self.median_latency_s:.2f}s)"
                 + "".join(f"; {n}" for n in self.notes))
 
 
@@ -187,18 +190,18 @@ def tally(settings, traffic: Traffic, reviewers: Reviewers | None = None, timeou
     want = traffic.ids
     decided: dict[str, int] = {}
     total = 0
-    latency = 0.0
+    first_latency: dict[str, float] = {}
 
     def enough(msgs) -> bool:
-        nonlocal total, latency
+        nonlocal total
         for m in msgs[enough.seen:]:
             ts = m.timestamp()[1] / 1000.0
             for d in iter_decisions(SERDE, m.value()):
                 total += 1
                 decided[d["event_id"]] = decided.get(d["event_id"], 0) + 1
                 sent = traffic.sent_at.get(d["event_id"])
-                if sent is not None:
-                    latency = max(latency, ts - sent)
+                if sent is not None and d["event_id"] not in first_latency:
+                    first_latency[d["event_id"]] = ts - sent
         enough.seen = len(msgs)
         return want <= decided.keys()
 
@@ -213,7 +216,8 @@ def tally(settings, traffic: Traffic, reviewers: Reviewers | None = None, timeou
     notes = [f"lost records (partition, offset, lost events): {locate(settings, lost)}"] if lost else []
     out = Tally(events_in=len(want), decided=len(want & decided.keys()), lost=len(want - decided.keys()),
                 duplicated=total - len(decided), dead_letters=classes, orphans=classes.get("orphan", 0),
-                max_latency_s=latency, notes=notes)
+                max_latency_s=max(first_latency.values(), default=0.0),
+                median_latency_s=statistics.median(first_latency.values()) if first_latency else 0.0, notes=notes)
     if reviewers is not None:
         expected = set(reviewers.answered)
         got: dict[str, int] = {}
