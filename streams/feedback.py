@@ -83,8 +83,16 @@ def register_feedback(worker, app: faust.App) -> None:
 
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:
+        recovery = app.tables.recovery
+        if not recovery.in_recovery:
+            # Changelog records read after a recovery ended wait in Faust's recovery buffer (1000 records)
+            # until it fills; on the embedded broker (high watermark = last batch's base offset + 1) that is
+            # the tail of every changelog after a crash. Apply them now; expire() then joins corrections
+            # that waited for a task which was only in that tail instead of orphaning them.
+            recovery.flush_buffers()
         out = worker.join.expire(int(time.time() * 1000))
-        outputs = []
+        outputs = [OutputRecord("training", ex["model_name"].encode(), worker.serde.encode(TRAINING_EXAMPLE, ex))
+                   for ex in out.examples]
         for (correction, why), src in zip(out.orphans, out.orphan_sources):
             src = src or {"topic": names.corrections, "partition": -1, "offset": -1}
             rec = InputRecord(worker.serde.encode(CORRECTION, correction), src["topic"], src["partition"],
@@ -92,7 +100,15 @@ def register_feedback(worker, app: faust.App) -> None:
             outputs.append(dead_letter(rec, OrphanError(why), worker=worker.worker_id))
         if outputs:
             await worker.publish(outputs)
-            worker.metrics.corrections.labels("orphan").inc(len(outputs))
+            if len(outputs) > len(out.examples):
+                worker.metrics.corrections.labels("orphan").inc(len(outputs) - len(out.examples))
+            if out.examples:
+                worker.metrics.corrections.labels("joined").inc(len(out.examples))
+                for hook in worker.example_hooks:
+                    try:
+                        hook(out.examples)
+                    except Exception:  # an extension's bug must not stop the join
+                        log.exception("example hook %r failed", hook)
 
 
 async def handle_feedback(worker, events) -> None:

@@ -19,8 +19,9 @@ The guard (process-wide, like the other Faust patches of the worker):
   offsets the seek set are restored;
 * a jump in offsets on a topic that cannot have holes (every topic an agent
   reads except the compacted ones) is logged and *not* marked acknowledged: the
-  commit then waits at the hole instead of skipping records (a stall that the
-  lag metric shows and a restart or rebalance clears, never a loss).
+  partition is sought back to the first missing record and read again (the
+  record after the hole is then processed twice: at-least-once). Only after
+  ``MAX_REREADS`` re-reads of the same hole is it accepted as a real hole.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ import logging
 from collections.abc import Callable
 
 log = logging.getLogger("loopline.offsets")
+
+#: Re-reads of one hole before it is accepted as a real hole in the log (Faust then skips it).
+MAX_REREADS = 3
 
 _state: dict[str, Callable[[str], bool]] = {"may_have_holes": lambda topic: True}
 
@@ -72,9 +76,23 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
         if _state["may_have_holes"](tp.topic):
             await add_gap(self, tp, offset_from, offset_to)
             return
-        log.warning("%s[%d]: records %d..%d were not delivered before %d; not treating them as processed "
-                    "(the committed offset waits here until they are read again)",
+        tries = getattr(self, "_loopline_rereads", None)
+        if tries is None:
+            tries = self._loopline_rereads = {}
+        key = (tp, offset_from)
+        tries[key] = tries.get(key, 0) + 1
+        if len(tries) > 10_000:  # bounded: forget old holes
+            tries.clear()
+        if tries[key] > MAX_REREADS:  # the broker really has no records there: Faust's own handling
+            log.error("%s[%d]: records %d..%d are still missing after %d re-reads; treating them as a hole",
+                      tp.topic, tp.partition, offset_from, offset_to - 1, MAX_REREADS)
+            await add_gap(self, tp, offset_from, offset_to)
+            return
+        log.warning("%s[%d]: records %d..%d were not delivered before %d; reading them again",
                     tp.topic, tp.partition, offset_from, offset_to - 1, offset_to)
+        # offset_from - 1: Faust's read offset is the next offset after a seek and the last one read
+        # otherwise; re-reading one record too many is a harmless duplicate, one too few a loss
+        await self.seek(tp, max(offset_from - 1, 0))
 
     Consumer.perform_seek = _perform_seek
     Consumer.seek = _seek

@@ -121,8 +121,18 @@ class FeedbackJoin:
         self.seen[correction_id] = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
 
     def expire(self, now_ms: int) -> JoinOutput:
-        """Drop expired state; waiting corrections that expire become orphans."""
+        """Join waiting corrections whose task is pending now; drop expired state; expired waiting
+        corrections become orphans.
+
+        A task can reach ``pending`` without passing :meth:`on_task` — restored from the changelog
+        after a crash while its correction was already waiting — so each tick joins those first.
+        """
         out = JoinOutput()
+        for event_id in [k for k in list(self.waiting.keys()) if k in self.pending]:
+            entry = self.pending[event_id]
+            for item in self.waiting.pop(event_id) or []:
+                entry = self._join(entry, item["correction"], out)
+            self.pending[event_id] = entry
         for event_id in [k for k, v in list(self.pending.items()) if v["expires_at"] <= now_ms]:
             del self.pending[event_id]
         for event_id, items in list(self.waiting.items()):

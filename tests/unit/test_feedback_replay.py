@@ -31,3 +31,15 @@ def test_after_mark_seen_a_copy_is_a_duplicate():
     j.mark_seen("c1", 2000)
     out = j.on_correction(corr(t, "c1"), 2100, mark_seen=False)
     assert out.examples == [] and out.duplicates == 1
+
+
+def test_a_task_restored_into_pending_joins_the_waiting_correction_at_the_next_tick():
+    j, t = join(), task(4)
+    j.on_correction(corr(t, "c1"), 1500)  # the task is not known yet: the correction waits
+    j.pending[t["event_id"]] = {"task": {k: t[k] for k in (
+        "event_id", "model_name", "model_version", "tier", "audit", "sampling_propensity", "reason",
+        "policy_version", "created_at", "prediction")}, "answers": [], "expires_at": 20_000}  # from the changelog
+    out = j.expire(2000)
+    assert [e["correction_id"] for e in out.examples] == ["c1"] and out.orphans == []
+    assert t["event_id"] not in j.waiting and len(j.pending[t["event_id"]]["answers"]) == 1
+    assert j.expire(100_000).orphans == []
