@@ -89,7 +89,7 @@ def register_feedback(worker, app: faust.App) -> None:
             # until it fills; on the embedded broker (high watermark = last batch's base offset + 1) that is
             # the tail of every changelog after a crash. Apply them now; expire() then joins corrections
             # that waited for a task which was only in that tail instead of orphaning them.
-            recovery.flush_buffers()
+            apply_active_changelog_tail(recovery)
         out = worker.join.expire(int(time.time() * 1000))
         outputs = [OutputRecord("training", ex["model_name"].encode(), worker.serde.encode(TRAINING_EXAMPLE, ex))
                    for ex in out.examples]
@@ -109,6 +109,24 @@ def register_feedback(worker, app: faust.App) -> None:
                         hook(out.examples)
                     except Exception:  # an extension's bug must not stop the join
                         log.exception("example hook %r failed", hook)
+
+
+def apply_active_changelog_tail(recovery) -> int:
+    """Apply the changelog records of *active* partitions waiting in Faust's recovery buffers.
+
+    Standby records stay buffered (Faust applies them at the next recovery): applied now they
+    would put another worker's keys into this worker's tables, and the expiry tick would act on
+    them. Returns how many records were applied.
+    """
+    applied = 0
+    active = recovery.active_tps
+    for table, buf in list(recovery.buffers.items()):
+        mine = [e for e in buf if e.message.tp in active]
+        if mine:
+            table.apply_changelog_batch(mine)
+            buf[:] = [e for e in buf if e.message.tp not in active]
+            applied += len(mine)
+    return applied
 
 
 async def handle_feedback(worker, events) -> None:

@@ -43,3 +43,26 @@ def test_a_task_restored_into_pending_joins_the_waiting_correction_at_the_next_t
     assert [e["correction_id"] for e in out.examples] == ["c1"] and out.orphans == []
     assert t["event_id"] not in j.waiting and len(j.pending[t["event_id"]]["answers"]) == 1
     assert j.expire(100_000).orphans == []
+
+
+def test_only_active_changelog_records_are_applied_from_the_recovery_buffer():
+    from types import SimpleNamespace
+
+    from loopline.streams.feedback import apply_active_changelog_tail
+
+    class Table:
+        def __init__(self) -> None:
+            self.applied: list = []
+
+        def apply_changelog_batch(self, events) -> None:
+            self.applied.extend(e.message.tp for e in events)
+
+    def ev(tp):
+        return SimpleNamespace(message=SimpleNamespace(tp=tp))
+
+    table = Table()
+    buf = [ev("a0"), ev("s1"), ev("a0")]
+    recovery = SimpleNamespace(active_tps={"a0"}, buffers={table: buf})
+    assert apply_active_changelog_tail(recovery) == 2
+    assert table.applied == ["a0", "a0"] and [e.message.tp for e in buf] == ["s1"]
+    assert recovery.buffers[table] is buf  # Faust's reader keeps appending to the same list
