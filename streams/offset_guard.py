@@ -48,17 +48,19 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     getmany = Consumer.getmany
     add_gap = Consumer._add_gap
 
-    def _bump(self) -> None:
+    def _bump(self, tps) -> None:  # noqa: ANN001
         self._loopline_seek_epoch = getattr(self, "_loopline_seek_epoch", 0) + 1
-        self._loopline_seek_read_offsets = dict(self._read_offset)
+        self._loopline_seek_read_offsets = {tp: self._read_offset.get(tp) for tp in tps}
 
     async def _perform_seek(self) -> None:
         await perform_seek(self)
-        _bump(self)
+        _bump(self, list(self._read_offset))
 
     async def _seek(self, partition, offset: int) -> None:  # noqa: ANN001
         await seek(self, partition, offset)
-        _bump(self)
+        from faust.types import TP
+
+        _bump(self, [partition if isinstance(partition, TP) else TP(partition.topic, partition.partition)])
 
     async def _getmany(self, timeout: float):
         epoch = getattr(self, "_loopline_seek_epoch", 0)
