@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
+from loopline.streams.acks import acked_on_success
 from loopline.streams.confluent import build_serde
 from loopline.streams.control import worker_control_middleware
 from loopline.streams.conventions import apply_conventions
@@ -170,6 +171,12 @@ class LooplineWorker:
     def _build_app(self) -> faust.App:
         s = self.settings
         apply_fetch_max_wait(s.fetch_max_wait_ms)
+        from loopline.streams.recovery_guard import apply_watermark_guard
+
+        apply_watermark_guard(lambda *clamp: self.metrics.watermark_clamps.inc())
+        from loopline.streams.offset_guard import apply_offset_guard
+
+        apply_offset_guard(frozenset(s.topics.compacted()).__contains__)
         app = faust.App(
             s.app_id,
             broker=f"kafka://{s.kafka_bootstrap}",
@@ -290,7 +297,8 @@ class LooplineWorker:
         async def route(stream):
             async for events in stream.take_events(s.take_max, within=s.take_within):
                 try:
-                    await self.handle_predictions(events)
+                    with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                        await self.handle_predictions(events)
                 except PublishAbandoned:
                     log.warning("stopping with %d records unpublished; they stay uncommitted", len(events))
                     return
@@ -413,9 +421,10 @@ def create_worker(settings: Settings | None = None) -> LooplineWorker:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker in the foreground until SIGINT/SIGTERM."""
-    from loopline.streams.worker_logging import faust_worker, register_activity_log
+    """Run a worker in the foreground until SIGINT/SIGTERM (exit 0); a crash exits 3 with one sentence."""
+    from loopline.streams.lifecycle import run_faust_worker
+    from loopline.streams.worker_logging import register_activity_log
 
     worker = create_worker(settings)
     register_activity_log(worker, worker.app, settings.activity_log_seconds)
-    faust_worker(worker.app, settings).execute_from_commandline()
+    run_faust_worker(worker.app, settings)

@@ -20,6 +20,7 @@ from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
 from loopline.processors.wire.names import TRAINING_EXAMPLE
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
+from loopline.streams.acks import acked_on_success
 
 log = logging.getLogger("loopline.feedback")
 
@@ -78,12 +79,21 @@ def register_feedback(worker, app: faust.App) -> None:
     @app.agent(source, name="loopline.feedback")
     async def feedback(stream):
         async for events in stream.take_events(500, within=0.05):
-            await handle_feedback(worker, events)
+            with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                await handle_feedback(worker, events)
 
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:
+        recovery = app.tables.recovery
+        if not recovery.in_recovery:
+            # Changelog records read after a recovery ended wait in Faust's recovery buffer (1000 records)
+            # until it fills; on the embedded broker (high watermark = last batch's base offset + 1) that is
+            # the tail of every changelog after a crash. Apply them now; expire() then joins corrections
+            # that waited for a task which was only in that tail instead of orphaning them.
+            apply_active_changelog_tail(recovery)
         out = worker.join.expire(int(time.time() * 1000))
-        outputs = []
+        outputs = [OutputRecord("training", ex["model_name"].encode(), worker.serde.encode(TRAINING_EXAMPLE, ex))
+                   for ex in out.examples]
         for (correction, why), src in zip(out.orphans, out.orphan_sources):
             src = src or {"topic": names.corrections, "partition": -1, "offset": -1}
             rec = InputRecord(worker.serde.encode(CORRECTION, correction), src["topic"], src["partition"],
@@ -91,7 +101,33 @@ def register_feedback(worker, app: faust.App) -> None:
             outputs.append(dead_letter(rec, OrphanError(why), worker=worker.worker_id))
         if outputs:
             await worker.publish(outputs)
-            worker.metrics.corrections.labels("orphan").inc(len(outputs))
+            if len(outputs) > len(out.examples):
+                worker.metrics.corrections.labels("orphan").inc(len(outputs) - len(out.examples))
+            if out.examples:
+                worker.metrics.corrections.labels("joined").inc(len(out.examples))
+                for hook in worker.example_hooks:
+                    try:
+                        hook(out.examples)
+                    except Exception:  # an extension's bug must not stop the join
+                        log.exception("example hook %r failed", hook)
+
+
+def apply_active_changelog_tail(recovery) -> int:
+    """Apply the changelog records of *active* partitions waiting in Faust's recovery buffers.
+
+    Standby records stay buffered (Faust applies them at the next recovery): applied now they
+    would put another worker's keys into this worker's tables, and the expiry tick would act on
+    them. Returns how many records were applied.
+    """
+    applied = 0
+    active = recovery.active_tps
+    for table, buf in list(recovery.buffers.items()):
+        mine = [e for e in buf if e.message.tp in active]
+        if mine:
+            table.apply_changelog_batch(mine)
+            buf[:] = [e for e in buf if e.message.tp not in active]
+            applied += len(mine)
+    return applied
 
 
 async def handle_feedback(worker, events) -> None:
@@ -100,6 +136,7 @@ async def handle_feedback(worker, events) -> None:
     outputs: list[OutputRecord] = []
     counts = {"joined": 0, "duplicate": 0, "tasks": 0}
     examples: list[dict] = []
+    batch_ids: set[str] = set()  # correction ids of this batch, recorded as seen once published
     for e in events:
         m = e.message
         rec = InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key)
@@ -109,7 +146,13 @@ async def handle_feedback(worker, events) -> None:
                 out = join.on_task(obj, now_ms)
                 counts["tasks"] += 1
             elif name == CORRECTION:
-                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset})
+                if obj["correction_id"] in batch_ids:
+                    counts["duplicate"] += 1
+                    continue
+                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset},
+                                         mark_seen=False)
+                if not out.duplicates:
+                    batch_ids.add(obj["correction_id"])
             else:
                 raise UnexpectedTypeError(f"{name} does not belong on {m.topic}")
         except DecodeError as exc:
@@ -127,6 +170,8 @@ async def handle_feedback(worker, events) -> None:
             outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
             counts["joined"] += 1
     await worker.publish(outputs)
+    for cid in batch_ids:  # after the examples are on the broker: a crash before this replays, never loses
+        join.mark_seen(cid, now_ms)
     if examples:
         for hook in worker.example_hooks:
             try:

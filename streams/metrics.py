@@ -141,6 +141,11 @@ class WorkerMetrics:
             "Valid predictions that arrived on a partition other than partition_for(event_id) (murmur2): their "
             "producer does not use Kafka's default partitioner. Still routed and joined (review tasks go to "
             "partition_for(event_id)); see docs/clients.md for the producer setting.", ["model"], registry=r)
+        self.watermark_clamps = Counter(
+            "loopline_changelog_watermark_clamps_total",
+            "Table recoveries where the broker reported a changelog high watermark below the offset this worker "
+            "had already applied; the watermark was raised to that offset instead of crashing (see "
+            "streams/recovery_guard.py).", registry=r)
 
     def record_route(self, topic: str, n_records: int, result) -> None:
         """Update every route metric once for a whole batch."""

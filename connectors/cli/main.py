@@ -128,7 +128,6 @@ def cmd_worker(args) -> int:
 def cmd_up(args) -> int:
     from loopline.connectors.broker import EmbeddedBroker, create_topics
     from loopline.processors.errors import BrokerError
-    from loopline.streams.app import run_worker
 
     settings = _settings()
     if "LOOPLINE_AGENTS" not in os.environ:  # one process runs everything, including the (single) learner
@@ -166,9 +165,11 @@ def cmd_up(args) -> int:
               f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
               flush=True)
         try:
-            run_worker(settings)
+            code = _supervise_worker(settings)
         finally:
             review.stop()
+        if code:
+            fail("the worker kept crashing and was not restarted again (see the lines above)", code)
     except BrokerError as exc:
         fail(str(exc))
     finally:
@@ -219,6 +220,25 @@ def parse_time(value):
     if parsed.tzinfo is None:
         raise ValueError(f"emitted_at: {value!r} has no time zone (add Z or +hh:mm)")
     return round(parsed.timestamp() * 1000)
+
+
+def _supervise_worker(settings) -> int:
+    """Run ``loopline worker`` as a child, restarted when it exits, until SIGINT/SIGTERM (0) or the cap (3)."""
+    import threading
+
+    from loopline.connectors.processes import loopline_exe, settings_env
+    from loopline.connectors.supervise import Supervisor
+
+    stop = _install_stop_handlers()
+    supervisor = Supervisor([loopline_exe(), "worker"], env=settings_env(settings), name="worker")
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()), name="supervisor", daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop["now"]:
+        time.sleep(0.1)
+    supervisor.stop()
+    thread.join(60)
+    return 3 if result and result[0] else 0
 
 
 def cmd_produce(args) -> int:

@@ -39,14 +39,29 @@ def feed_consumer_config(settings: ReviewSettings) -> dict:
 
 
 def correction_for(task: dict, reviewer_id: str, action: str, corrected_label: str | None, note: str | None,
-                   review_seconds: float, source: str, now: float) -> dict:
-    """The CorrectionEvent answering ``task`` (``action`` is the wire enum: approve|override|unsure|escalate)."""
+                   review_seconds: float, source: str, now: float, correction_id: str | None = None) -> dict:
+    """The CorrectionEvent answering ``task`` (``action`` is the wire enum: approve|override|unsure|escalate).
+
+    ``correction_id`` defaults to a random id; the review server passes :func:`stable_correction_id`.
+    """
     return {
-        "correction_id": uuid.uuid4().hex, "event_id": task["event_id"], "model_name": task["model_name"],
+        "correction_id": correction_id or uuid.uuid4().hex, "event_id": task["event_id"], "model_name": task["model_name"],
         "model_version": task["model_version"], "reviewer_id": reviewer_id, "action": action,
         "corrected_label": corrected_label, "tier": task["tier"], "reviewed_at": int(now * 1000),
         "review_seconds": float(max(0.0, review_seconds)), "note": note or None, "source": source,
     }
+
+
+def stable_correction_id(task_id: str, reviewer_id: str, claimed_at: float | None) -> str:
+    """The same id for every submit of one reviewer under one lease (32 hex characters).
+
+    A resubmit after a crash between publishing and recording the answer
+    publishes the same ``correction_id`` again, which the feedback join drops as
+    a duplicate: one answer counts once.
+    """
+    import hashlib
+
+    return hashlib.sha256(f"{task_id}\x00{reviewer_id}\x00{claimed_at!r}".encode()).hexdigest()[:32]
 
 
 class CorrectionPublisher:

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from loopline.connectors.review.auth import ROLES, hash_password, verify_password
 from loopline.connectors.review.contract import Contract, Contracts
-from loopline.connectors.review.feed import correction_for
+from loopline.connectors.review.feed import correction_for, stable_correction_id
 from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, TIER_OF_QUEUE, ReviewSettings
 from loopline.connectors.review.store import LeaseError, QueueFilter, ReviewStore, TaskNotFound
 from loopline.connectors.review.throttle import LoginThrottle
@@ -348,7 +348,13 @@ class ReviewService:
 
     async def submit(self, task_id: str, reviewer: dict, action: object, corrected_label: object = None,
                      note: object = None, source: str = "web") -> dict:
-        """Check everything, mark answered, publish; returns the published CorrectionEvent."""
+        """Check everything, publish, then mark answered; returns the published CorrectionEvent.
+
+        Publishing comes first so a crash between the two steps never loses an answer: the
+        task stays open and a resubmit under the same lease publishes the same
+        ``correction_id`` again (:func:`stable_correction_id`), which the feedback join drops
+        as a duplicate. A failed publish answers 503 and leaves the task open.
+        """
         task = self.task(task_id)
         queue = QUEUE_OF_TIER[task["tier"]]
         self.require_queue(reviewer, queue)
@@ -373,17 +379,22 @@ class ReviewService:
             raise ReviewError(400, "this task is in the escalation queue already; answer it instead")
         now = time.time()
         try:
-            task = self.store.complete(task_id, reviewer["name"], now)
+            task = self.store.begin_answer(task_id, reviewer["name"], now)
         except LeaseError as exc:
             raise ReviewError(409, f"Nothing was published: {exc}.") from None
-        review_seconds = now - (task["_lease"]["claimed_at"] or now)
+        claimed_at = task["_lease"]["claimed_at"]
+        review_seconds = now - (claimed_at or now)
         correction = correction_for(task, reviewer["name"], wire, label, (note or "").strip()[:2000] or None,
-                                    review_seconds, source, now)
-        try:
+                                    review_seconds, source, now,
+                                    correction_id=stable_correction_id(task_id, reviewer["name"], claimed_at))
+        published = False
+        try:  # publish first, then record the task answered: a crash in between leaves it open
             await asyncio.get_running_loop().run_in_executor(None, self.publisher.publish, correction)
+            published = True
         except Exception as exc:
-            self.store.reopen(task_id)
             raise ReviewError(503, f"the answer could not be published, try again ({exc})") from None
+        finally:
+            self.store.end_answer(task_id, published)
         if wire == "escalate":
             self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], note, now),
                                      int((now + self.settings.escalation_sla_seconds) * 1000),

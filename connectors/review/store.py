@@ -91,6 +91,7 @@ class ReviewStore:
         self._db.executescript(_SCHEMA)
         migrate_urgency(self._db, self.urgency)
         self._lock = threading.RLock()
+        self._answering: set[str] = set()  # task ids whose answer is being published (see begin_answer)
 
     def close(self) -> None:
         with self._lock:
@@ -281,6 +282,26 @@ class ReviewStore:
         if lease["leased_by"] != reviewer:
             raise LeaseError("you do not hold the lease on this task (it expired or was never claimed)")
         return task
+
+    def begin_answer(self, task_id: str, reviewer: str, now: float) -> dict:
+        """Check the lease and mark the task *being answered* in this process (not on disk).
+
+        Until :meth:`end_answer`, other submits for the task get :class:`LeaseError`. The mark
+        lives in memory only, so a crash while publishing leaves the task open for a resubmit.
+        """
+        with self._lock:
+            task = self.check_lease(task_id, reviewer, now)
+            if task_id in self._answering:
+                raise LeaseError("an answer to this task is being published right now")
+            self._answering.add(task_id)
+            return task
+
+    def end_answer(self, task_id: str, published: bool) -> None:
+        """After :meth:`begin_answer`: record the task answered if its answer reached Kafka."""
+        with self._lock:
+            if published:
+                self._db.execute("UPDATE tasks SET done = 1 WHERE task_id = ?", (task_id,))
+            self._answering.discard(task_id)
 
     def complete(self, task_id: str, reviewer: str, now: float) -> dict:
         """Mark answered, atomically with the lease check; returns the task (with ``_lease``)."""

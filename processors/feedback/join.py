@@ -87,27 +87,52 @@ class FeedbackJoin:
         self.pending[event_id] = entry
         return out
 
-    def on_correction(self, correction: dict, now_ms: int, source: dict | None = None) -> JoinOutput:
-        """``source`` (topic/partition/offset of the record) is kept for the dead letter of an orphan."""
+    def on_correction(self, correction: dict, now_ms: int, source: dict | None = None,
+                      mark_seen: bool = True) -> JoinOutput:
+        """``source`` (topic/partition/offset of the record) is kept for the dead letter of an orphan.
+
+        With ``mark_seen=False`` the caller records the id with :meth:`mark_seen` once the
+        outputs are on the broker (the worker does): a crash before that replays the
+        correction, and the join is idempotent per ``correction_id`` (an answer already in
+        the pending entry is not appended again, a correction already waiting is not queued
+        twice), so the replay re-emits the same example instead of losing it.
+        """
         out = JoinOutput()
         cid = correction["correction_id"]
         if cid in self.seen:
             out.duplicates += 1
             return out
-        self.seen[cid] = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
+        if mark_seen:
+            self.mark_seen(cid, now_ms)
         event_id = correction["event_id"]
         entry = self.pending.get(event_id)
         if entry is not None:
             self.pending[event_id] = self._join(entry, correction, out)
         else:
             items = list(self.waiting.get(event_id) or [])
+            if any(i["correction"]["correction_id"] == cid for i in items):
+                return out  # a replay of a correction that is already waiting
             items.append({"correction": correction, "expires_at": now_ms + self.waiting_ttl_ms, "source": source})
             self.waiting[event_id] = items
         return out
 
+    def mark_seen(self, correction_id: str, now_ms: int) -> None:
+        """Remember ``correction_id`` (bounded by the longer TTL); later copies count as duplicates."""
+        self.seen[correction_id] = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
+
     def expire(self, now_ms: int) -> JoinOutput:
-        """Drop expired state; waiting corrections that expire become orphans."""
+        """Join waiting corrections whose task is pending now; drop expired state; expired waiting
+        corrections become orphans.
+
+        A task can reach ``pending`` without passing :meth:`on_task` — restored from the changelog
+        after a crash while its correction was already waiting — so each tick joins those first.
+        """
         out = JoinOutput()
+        for event_id in [k for k in list(self.waiting.keys()) if k in self.pending]:
+            entry = self.pending[event_id]
+            for item in self.waiting.pop(event_id) or []:
+                entry = self._join(entry, item["correction"], out)
+            self.pending[event_id] = entry
         for event_id in [k for k, v in list(self.pending.items()) if v["expires_at"] <= now_ms]:
             del self.pending[event_id]
         for event_id, items in list(self.waiting.items()):
@@ -129,7 +154,11 @@ class FeedbackJoin:
 
     # ---------------------------------------------------------------- internals
     def _join(self, entry: dict, correction: dict, out: JoinOutput) -> dict:
-        answers = (entry["answers"] + [_answer(correction)])[-self.max_answers:]
+        cid = correction["correction_id"]
+        if any(a.get("correction_id") == cid for a in entry["answers"]):
+            answers = entry["answers"]  # a replay: the example is emitted again, the answer counted once
+        else:
+            answers = (entry["answers"] + [_answer(correction)])[-self.max_answers:]
         task = entry["task"]
         out.examples.append({
             "event_id": correction["event_id"], "model_name": task["model_name"],
@@ -153,4 +182,4 @@ def _slim_task(task: dict) -> dict:
 
 def _answer(c: dict) -> dict:
     return {"tier": c["tier"], "action": c["action"], "corrected_label": c.get("corrected_label"),
-            "reviewed_at": c["reviewed_at"]}
+            "reviewed_at": c["reviewed_at"], "correction_id": c["correction_id"]}

@@ -1,0 +1,36 @@
+"""Acknowledge a ``take_events`` batch only when its handler finished.
+
+Faust's ``Stream.take_events`` acknowledges every event of a batch in a
+``finally`` block after the ``yield``: when the agent body is cancelled
+(SIGTERM, agent restart) or raises, the batch is acknowledged anyway, and the
+next commit (Faust commits when it stops and on every rebalance) moves the
+group's offset past records whose outputs were never published — a silent loss.
+
+:func:`acked_on_success` closes that hole: if the body does not complete, it
+marks the batch's messages as already acknowledged *without* recording their
+offsets, so Faust's ``finally`` acknowledges nothing, the committer stops at
+the first of them (it commits only up to a gap), and whoever owns the partition
+next reads them again. At-least-once: outputs of the interrupted batch that
+did reach the broker are published again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+
+def withhold_acks(events: Sequence[Any]) -> None:
+    """Make Faust's pending ack of ``events`` a no-op (their offsets are never committed by this owner)."""
+    for event in events:
+        event.message.acked = True
+
+
+@contextmanager
+def acked_on_success(events: Sequence[Any]) -> Iterator[None]:
+    """Run the body; unless it completes, withhold the acks of ``events`` and re-raise."""
+    try:
+        yield
+    except BaseException:
+        withhold_acks(events)
+        raise
