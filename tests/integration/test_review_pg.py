@@ -136,17 +136,19 @@ def test_urgency_filters_and_facets_with_exclusive_claims_across_connections():
             tasks.append(wb_task(50, priority=0, created_ms=ms, audit=True))  # low raw priority, audit
             tasks.append(wb_task(60, model="churn", priority=10, created_ms=ms))
             tasks[-1]["reason"] = "risk:amount>=10000"
-            assert a.add_tasks(tasks, now) == 8
+            tasks.append(wb_task(70, priority=101, created_ms=ms, due_in_ms=7_200_000))  # due 2 h earlier
+            assert a.add_tasks(tasks, now) == 9
             order = [t["task_id"] for t in a.waiting("analyst", now)]
             assert order[0] == "ev-50:review"  # the audit's SLA beats priority 105
-            assert order[1:7] == [f"ev-{i}:review" for i in (5, 4, 3, 2, 1, 0)] and order[7] == "ev-60:review"
+            # urgency = due_by - priority x 60 s: 2 h earlier outweighs 4 points of priority
+            assert order[1:8] == [f"ev-{i}:review" for i in (70, 5, 4, 3, 2, 1, 0)] and order[8] == "ev-60:review"
             assert order == [t["task_id"] for t in b.waiting("analyst", now)]
             audit = a.get("ev-50:review")
             assert (audit["priority"], audit["due_by"]) == (200, ms + 1_800_000)
             assert [t["task_id"] for t in a.waiting("analyst", now, limit=3, offset=2)] == order[2:5]
-            assert a.count_waiting("analyst", now) == 8
+            assert a.count_waiting("analyst", now) == 9
             assert a.count_waiting("analyst", now, QueueFilter(kind="audit")) == 1
-            assert a.count_waiting("analyst", now, QueueFilter(kind="regular", model="fraud")) == 6
+            assert a.count_waiting("analyst", now, QueueFilter(kind="regular", model="fraud")) == 7
             assert a.count_waiting("analyst", now, QueueFilter(reason="risk:amount>=10000")) == 1
             assert a.count_waiting("analyst", now, QueueFilter(due="hour")) == 1  # the audit only
             assert a.count_waiting("analyst", now + 1801, QueueFilter(due="overdue")) == 1
@@ -162,7 +164,7 @@ def test_urgency_filters_and_facets_with_exclusive_claims_across_connections():
             claimed = [a.claim_next("analyst", "ana", now)["task_id"], b.claim_next("analyst", "bob", now)["task_id"],
                        a.claim_next("analyst", "ana", now)["task_id"]]
             assert claimed == order[:3]  # urgency order, each task once across both connections
-            assert a.count_waiting("analyst", now) == 4
+            assert a.count_waiting("analyst", now) == 5
             assert not a.release("ev-50:review", "bob")  # not bob's lease
             assert b.release("ev-50:review", "ana")
             assert b.claim_next("analyst", "bob", now)["task_id"] == "ev-50:review"
