@@ -102,7 +102,7 @@ class PgReviewStore(ReviewStore):
             self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
             self._pg.execute("CREATE TABLE IF NOT EXISTS rs_schema_version (version INTEGER NOT NULL)")
             row = self._pg.execute("SELECT max(version) FROM rs_schema_version").fetchone()
-            current = row[0] or 0
+            current = (row[0] if row else None) or 0
             for version, statements in _MIGRATIONS:
                 if version <= current:
                     continue
