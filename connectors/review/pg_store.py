@@ -7,7 +7,11 @@ Same contract as :class:`loopline.connectors.review.store.ReviewStore` (the SQLi
   leasing at that moment is skipped, never handed out twice); ``claim`` and ``complete`` are single
   conditional ``UPDATE ... RETURNING`` statements, so the lease check and the write are one atomic
   step in the database, not in one process's memory;
-* tables are prefixed ``rs_`` so the review store can share a database with the audit trail.
+* tables are prefixed ``rs_`` so the review store can share a database with the audit trail;
+* the schema is versioned (table ``rs_schema_version``): each process applies the pending
+  :data:`_MIGRATIONS` in order under an advisory lock, so an older store is upgraded in place
+  (version 2 adds the workbench's ``urgency``/``reason``/``audit`` columns, filled from the stored
+  tasks, and the ``rs_reviewer_answers`` table of the per-reviewer counters).
 
 Selected by ``LOOPLINE_REVIEW_DB_URL=postgresql://...`` (see :func:`open_store`).
 """
@@ -17,7 +21,14 @@ import json
 import threading
 
 from loopline.connectors.review.settings import QUEUE_OF_TIER, QUEUES
-from loopline.connectors.review.store import LeaseError, ReviewStore, TaskNotFound, _json_default
+from loopline.connectors.review.store import (
+    LeaseError,
+    QueueFilter,
+    ReviewStore,
+    TaskNotFound,
+    Urgency,
+    _json_default,
+)
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS rs_tasks (
@@ -36,26 +47,73 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS rs_reviewers (name TEXT PRIMARY KEY, role TEXT NOT NULL, pii_clearance INTEGER NOT NULL,
         salt BYTEA NOT NULL, hash BYTEA NOT NULL)""",
 ]
-_LOCK_ID = 7_302_024  # advisory lock held while creating the schema
+# Version 2: the workbench (issue #21): urgency order, reason/audit filters, per-reviewer counters.
+# ``%(weight)s`` is the store's priority weight in ms (fills ``urgency`` of tasks already stored).
+_SCHEMA_V2 = [
+    "ALTER TABLE rs_tasks ADD COLUMN IF NOT EXISTS urgency BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE rs_tasks ADD COLUMN IF NOT EXISTS reason TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE rs_tasks ADD COLUMN IF NOT EXISTS audit INTEGER NOT NULL DEFAULT 0",
+    "UPDATE rs_tasks SET urgency = due_by - priority::bigint * %(weight)s, "
+    "reason = coalesce(body::jsonb ->> 'reason', ''), "
+    "audit = CASE WHEN (body::jsonb -> 'audit') = 'true'::jsonb THEN 1 ELSE 0 END",
+    "CREATE INDEX IF NOT EXISTS rs_tasks_urgency ON rs_tasks (done, queue, leased_by, urgency)",
+    "CREATE INDEX IF NOT EXISTS rs_tasks_due ON rs_tasks (done, queue, leased_by, due_by)",
+    "CREATE INDEX IF NOT EXISTS rs_tasks_reasons ON rs_tasks (queue, reason) WHERE done = 0",
+    "CREATE INDEX IF NOT EXISTS rs_tasks_models ON rs_tasks (queue, model_name) WHERE done = 0",
+    """CREATE TABLE IF NOT EXISTS rs_reviewer_answers (id BIGSERIAL PRIMARY KEY, reviewer TEXT NOT NULL,
+        event_id TEXT NOT NULL, action TEXT NOT NULL, label TEXT, audit INTEGER NOT NULL,
+        answered_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS rs_reviewer_answers_who ON rs_reviewer_answers (reviewer, answered_at)",
+    "CREATE INDEX IF NOT EXISTS rs_reviewer_answers_event ON rs_reviewer_answers (event_id)",
+]
+# (version, statements) in order; a store records the highest version applied in rs_schema_version.
+# Version 1 is the schema before versioning (CREATE ... IF NOT EXISTS, so it also adopts such a store).
+_MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA), (2, _SCHEMA_V2)]
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+_LOCK_ID = 7_302_024  # advisory lock held while migrating the schema
+
+
+def _pg(fragment: str) -> str:
+    """A :class:`QueueFilter` SQL fragment (constant text, ``?`` placeholders) in psycopg's style."""
+    return fragment.replace("?", "%s")
 
 
 class PgReviewStore(ReviewStore):
     """:class:`ReviewStore` on PostgreSQL. Thread-safe (one connection behind a lock per process)."""
 
     def __init__(self, url: str, lease_seconds: float = 300.0, task_ttl_seconds: float = 7 * 86400.0,
-                 max_tasks: int = 100_000) -> None:
+                 max_tasks: int = 100_000, *, audit_sla_seconds: float | None = None, audit_priority: int = 0,
+                 priority_weight_seconds: float = 60.0) -> None:
         import psycopg
 
         self.path = url.split("@")[-1]  # host/db only: never the password
+        self.urgency = Urgency(audit_sla_seconds, audit_priority, priority_weight_seconds)
         self.lease_seconds = lease_seconds
         self.task_ttl_seconds = task_ttl_seconds
         self.max_tasks = max_tasks
         self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
         self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply the pending :data:`_MIGRATIONS` in one transaction (one process at a time)."""
+        weight = {"weight": int(self.urgency.priority_weight_seconds * 1000)}
         with self._pg.transaction():
             self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            for sql in _SCHEMA:
-                self._pg.execute(sql)
+            self._pg.execute("CREATE TABLE IF NOT EXISTS rs_schema_version (version INTEGER NOT NULL)")
+            row = self._pg.execute("SELECT max(version) FROM rs_schema_version").fetchone()
+            current = (row[0] if row else None) or 0
+            for version, statements in _MIGRATIONS:
+                if version <= current:
+                    continue
+                for sql in statements:
+                    self._pg.execute(sql, weight if "%(weight)s" in sql else None)
+                self._pg.execute("INSERT INTO rs_schema_version VALUES (%s)", (version,))
+
+    def schema_version(self) -> int:
+        """The highest migration applied to this database."""
+        with self._lock:
+            return int(self._x("SELECT max(version) FROM rs_schema_version").fetchone()[0] or 0)
 
     def close(self) -> None:
         with self._lock:
@@ -87,11 +145,13 @@ class PgReviewStore(ReviewStore):
                 if task["created_at"] < cutoff_ms:
                     self._bump("dropped_ttl")
                     continue
+                task = self.urgency.admit(task)
                 cur = self._x(
-                    "INSERT INTO rs_tasks (task_id, queue, priority, due_by, created_at, model_name, body) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    "INSERT INTO rs_tasks (task_id, queue, priority, due_by, created_at, model_name, body,"
+                    " urgency, reason, audit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (task["task_id"], QUEUE_OF_TIER[task["tier"]], int(task["priority"]), int(task["due_by"]),
-                     int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default)))
+                     int(task["created_at"]), task["model_name"], json.dumps(task, default=_json_default),
+                     self.urgency.of(task), str(task.get("reason") or ""), int(bool(task.get("audit")))))
                 if cur.rowcount == 0:
                     continue
                 added += 1
@@ -112,7 +172,7 @@ class PgReviewStore(ReviewStore):
         n = self._x("SELECT COUNT(*) FROM rs_tasks WHERE done = 0").fetchone()[0]
         if n > self.max_tasks:
             cur = self._x("DELETE FROM rs_tasks WHERE task_id IN (SELECT task_id FROM rs_tasks WHERE done = 0 "
-                          "ORDER BY priority ASC, due_by DESC LIMIT %s FOR UPDATE SKIP LOCKED)", (n - self.max_tasks,))
+                          "ORDER BY urgency DESC, due_by DESC LIMIT %s FOR UPDATE SKIP LOCKED)", (n - self.max_tasks,))
             self._bump("dropped_overflow", cur.rowcount)
 
     def expire_leases(self, now: float) -> int:
@@ -126,12 +186,36 @@ class PgReviewStore(ReviewStore):
                 self._bump("lease_expiries", cur.rowcount)
             return cur.rowcount
 
-    def waiting(self, queue: str, now: float, limit: int = 50) -> list[dict]:
+    def waiting(self, queue: str, now: float, limit: int = 50, offset: int = 0,
+                filters: QueueFilter | None = None) -> list[dict]:
         self.expire_leases(now)
+        where, args = (filters or QueueFilter()).sql(now)
         with self._lock:
-            rows = self._x("SELECT body FROM rs_tasks WHERE done = 0 AND queue = %s AND leased_by IS NULL "
-                           "ORDER BY priority DESC, due_by ASC LIMIT %s", (queue, limit)).fetchall()
+            rows = self._x(
+                f"SELECT body FROM rs_tasks WHERE done = 0 AND queue = %s AND leased_by IS NULL{_pg(where)} "  # noqa: S608 - constant SQL fragments, values bound
+                "ORDER BY urgency ASC, due_by ASC, task_id LIMIT %s OFFSET %s",
+                (queue, *args, limit, max(0, offset))).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def count_waiting(self, queue: str, now: float, filters: QueueFilter | None = None) -> int:
+        self.expire_leases(now)
+        where, args = (filters or QueueFilter()).sql(now)
+        with self._lock:
+            sql = f"SELECT COUNT(*) FROM rs_tasks WHERE done = 0 AND queue = %s AND leased_by IS NULL{_pg(where)}"  # noqa: S608 - constant fragments
+            return int(self._x(sql, (queue, *args)).fetchone()[0])
+
+    def release(self, task_id: str, reviewer: str) -> bool:
+        with self._lock:
+            return self._x("UPDATE rs_tasks SET leased_by = NULL, lease_until = NULL, claimed_at = NULL "
+                           "WHERE task_id = %s AND leased_by = %s AND done = 0", (task_id, reviewer)).rowcount > 0
+
+    def facets(self, queue: str) -> dict[str, list[str]]:
+        with self._lock:
+            models = [r[0] for r in self._x("SELECT DISTINCT model_name FROM rs_tasks WHERE done = 0 AND queue = %s "
+                                            "ORDER BY 1 LIMIT 50", (queue,)).fetchall()]
+            reasons = [r[0] for r in self._x("SELECT DISTINCT reason FROM rs_tasks WHERE done = 0 AND queue = %s "
+                                             "ORDER BY 1 LIMIT 50", (queue,)).fetchall()]
+        return {"model": models, "reason": [r for r in reasons if r]}
 
     def queue_stats(self, now: float) -> dict[str, dict]:
         self.expire_leases(now)
@@ -177,15 +261,18 @@ class PgReviewStore(ReviewStore):
                 raise LeaseError("another reviewer is working on this task")
             return task
 
-    def claim_next(self, queue: str, reviewer: str, now: float) -> dict | None:
-        """Lease the most urgent free task of ``queue``; rows other processes are leasing are skipped."""
+    def claim_next(self, queue: str, reviewer: str, now: float, filters: QueueFilter | None = None) -> dict | None:
+        """Lease the most urgent free task of ``queue`` matching ``filters`` (urgency order, as
+        :meth:`waiting`); rows other processes are leasing are skipped."""
         self.expire_leases(now)
+        where, args = (filters or QueueFilter()).sql(now)
         with self._lock:
             row = self._x(
-                "UPDATE rs_tasks SET leased_by = %s, lease_until = %s, claimed_at = %s WHERE task_id = ("
-                "SELECT task_id FROM rs_tasks WHERE done = 0 AND queue = %s AND (leased_by IS NULL OR lease_until < %s) "
-                "ORDER BY priority DESC, due_by ASC LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING task_id",
-                (reviewer, now + self.lease_seconds, now, queue, now)).fetchone()
+                "UPDATE rs_tasks SET leased_by = %s, lease_until = %s, claimed_at = %s WHERE task_id = ("  # noqa: S608 - constant SQL fragments, values bound
+                "SELECT task_id FROM rs_tasks WHERE done = 0 AND queue = %s AND (leased_by IS NULL OR lease_until < %s)"
+                f"{_pg(where)} ORDER BY urgency ASC, due_by ASC, task_id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "AND done = 0 AND (leased_by IS NULL OR lease_until < %s) RETURNING task_id",
+                (reviewer, now + self.lease_seconds, now, queue, now, *args, now)).fetchone()
             return None if row is None else self.get(row[0])
 
     def check_lease(self, task_id: str, reviewer: str, now: float) -> dict:
@@ -240,6 +327,31 @@ class PgReviewStore(ReviewStore):
         return [{"event_id": r[0], "action": r[1], "corrected_label": r[2], "confidence": r[3],
                  "answered_at": r[4]} for r in rows]
 
+    # ------------------------------------------------------------ reviewer counters
+    def record_reviewer_answer(self, reviewer: str, task: dict, action: str, label: str | None, now: float) -> None:
+        with self._lock, self._pg.transaction():
+            new_id = self._x(
+                "INSERT INTO rs_reviewer_answers (reviewer, event_id, action, label, audit, answered_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (reviewer, task["event_id"], action, label, int(bool(task.get("audit"))), now)).fetchone()[0]
+            if new_id % 500 == 0:
+                self._x("DELETE FROM rs_reviewer_answers WHERE answered_at < %s", (now - self.task_ttl_seconds,))
+
+    def reviewer_counters(self, reviewer: str, since: float) -> dict:
+        with self._lock:
+            answered = self._x("SELECT COUNT(*) FROM rs_reviewer_answers WHERE reviewer = %s AND answered_at >= %s",
+                               (reviewer, since)).fetchone()[0]
+            rows = self._x(
+                "SELECT a.audit, a.label = b.label FROM rs_reviewer_answers a JOIN rs_reviewer_answers b"
+                " ON a.event_id = b.event_id AND b.reviewer != a.reviewer"
+                " WHERE a.reviewer = %s AND a.label IS NOT NULL AND b.label IS NOT NULL"
+                " AND a.id = (SELECT MAX(id) FROM rs_reviewer_answers WHERE event_id = a.event_id"
+                " AND reviewer = a.reviewer)"
+                " AND b.id = (SELECT MAX(id) FROM rs_reviewer_answers WHERE event_id = b.event_id"
+                " AND reviewer != a.reviewer AND label IS NOT NULL) LIMIT 10000", (reviewer,)).fetchall()
+        return {"answered": int(answered), "compared_others": len(rows), "agree_others": sum(1 for _, m in rows if m),
+                "compared_audits": sum(1 for a, _ in rows if a), "agree_audits": sum(1 for a, m in rows if a and m)}
+
     # ------------------------------------------------------------ reviewers
     def put_reviewer(self, name: str, role: str, pii_clearance: bool, salt: bytes, digest: bytes) -> None:
         with self._lock:
@@ -271,9 +383,13 @@ def open_store(settings) -> ReviewStore:
     ``postgresql://`` URL, else the SQLite file ``db_path`` (the embedded default)."""
     url = getattr(settings, "db_url", None)
     if url and url.startswith(("postgresql://", "postgres://")):
-        return PgReviewStore(url, settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks)
+        return PgReviewStore(url, settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks,
+                             audit_sla_seconds=settings.audit_sla_seconds, audit_priority=settings.audit_priority,
+                             priority_weight_seconds=settings.priority_weight_seconds)
     if url and url.startswith("sqlite:///"):
-        return ReviewStore(url[len("sqlite:///"):], settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks)
+        return ReviewStore(url[len("sqlite:///"):], settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks,
+                           audit_sla_seconds=settings.audit_sla_seconds, audit_priority=settings.audit_priority,
+                           priority_weight_seconds=settings.priority_weight_seconds)
     if url:
         raise ValueError(f"LOOPLINE_REVIEW_DB_URL: use sqlite:///path or postgresql://..., not {url.split(':', 1)[0]!r}:")
     return ReviewStore(settings.db_path, settings.lease_seconds, settings.task_ttl_seconds, settings.max_tasks,

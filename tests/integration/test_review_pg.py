@@ -1,5 +1,9 @@
 """Two review-server processes on one PostgreSQL task store (the real one at 127.0.0.1:5432) serve
-1,000 tasks to 10 concurrent reviewers: no task is leased twice, no answer is lost."""
+1,000 tasks to 10 concurrent reviewers: no task is leased twice, no answer is lost.
+
+The store contract of the SQLite default (tests/unit/test_review_store.py) and the workbench rules
+(tests/unit/test_review_workbench.py: urgency order, filters, counts, release, escalation context,
+per-reviewer counters) run here again on :class:`PgReviewStore`, each on a fresh database."""
 from __future__ import annotations
 
 import json
@@ -18,12 +22,36 @@ from loopline.connectors.processes import loopline_exe, settings_env
 from loopline.connectors.review.pg_store import PgReviewStore, open_store
 from loopline.connectors.review.service import add_reviewer
 from loopline.connectors.review.settings import ReviewSettings
-from loopline.connectors.review.store import LeaseError
+from loopline.connectors.review.store import LeaseError, QueueFilter
 from tests.helpers import read_topic
 from tests.integration.audit_support import scratch_postgres, wait_for
 from tests.integration.test_review_api import make_task, publish_tasks
+from tests.unit import test_review_store as sqlite_contract
+from tests.unit import test_review_workbench as workbench
+from tests.unit.test_review_workbench import POLICY, ListPublisher
+from tests.unit.test_review_workbench import task as wb_task
 
 N_TASKS, N_REVIEWERS = 1000, 10
+
+# The SQLite store contract and the workbench rules, collected here again with the PostgreSQL
+# `store` / `svc` fixtures below (pytest resolves fixtures in the module that collects the test).
+test_pg_claim_hides_task_and_expired_lease_returns_it = sqlite_contract.test_claim_hides_task_and_expired_lease_returns_it
+test_pg_dedupes_by_task_id = sqlite_contract.test_dedupes_by_task_id
+test_pg_escalate_copy_enters_escalation_queue = sqlite_contract.test_escalate_copy_enters_escalation_queue
+test_pg_labels_seen_per_model = sqlite_contract.test_labels_seen_per_model
+test_pg_max_count_drops_least_urgent_with_a_counter = sqlite_contract.test_max_count_drops_least_urgent_with_a_counter
+test_pg_own_claim_renews_and_keeps_claim_time = sqlite_contract.test_own_claim_renews_and_keeps_claim_time
+test_pg_queue_stats = sqlite_contract.test_queue_stats
+test_pg_queues_split_by_tier_and_order_by_priority_then_due_by = sqlite_contract.test_queues_split_by_tier_and_order_by_priority_then_due_by
+test_pg_reviewers_and_passwords = sqlite_contract.test_reviewers_and_passwords
+test_pg_ttl_bound_drops_old_tasks_with_a_counter = sqlite_contract.test_ttl_bound_drops_old_tasks_with_a_counter
+test_pg_unknown_task = sqlite_contract.test_unknown_task
+test_pg_counters_answered_today_and_agreement = workbench.test_counters_answered_today_and_agreement
+test_pg_declared_labels_are_offered_and_same_label_correction_is_refused = workbench.test_declared_labels_are_offered_and_same_label_correction_is_refused
+test_pg_escalation_keeps_its_context_and_sorts_by_its_sla = workbench.test_escalation_keeps_its_context_and_sorts_by_its_sla
+test_pg_paging_filters_search_and_counts = workbench.test_paging_filters_search_and_counts
+test_pg_release_gives_the_task_back_at_once = workbench.test_release_gives_the_task_back_at_once
+test_pg_undeclared_model_offers_a_bounded_set_of_seen_labels = workbench.test_undeclared_model_offers_a_bounded_set_of_seen_labels
 
 
 class Session:
@@ -60,6 +88,178 @@ class Session:
             return status, json.loads(text)
         except json.JSONDecodeError:
             return status, text
+
+
+@pytest.fixture
+def store():
+    """The SQLite contract's `store` (tests/unit/test_review_store.py) on a fresh PostgreSQL database."""
+    with scratch_postgres() as url:
+        s = PgReviewStore(url, lease_seconds=10, task_ttl_seconds=3600, max_tasks=5)
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+@pytest.fixture
+def svc(tmp_path):
+    """The workbench's `svc` (tests/unit/test_review_workbench.py) on a fresh PostgreSQL database."""
+    from prometheus_client import CollectorRegistry
+
+    from loopline.connectors.review.service import ReviewMetrics, ReviewService
+
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    with scratch_postgres() as url:
+        settings = ReviewSettings(policy_file=path, max_seen_labels=3, db_url=url)
+        s = open_store(settings)
+        assert isinstance(s, PgReviewStore) and s.urgency.audit_sla_seconds == settings.audit_sla_seconds
+        try:
+            service = ReviewService(settings, s, ListPublisher(), ReviewMetrics(CollectorRegistry(), s))
+            for name, role in (("ana", "analyst"), ("sam", "senior")):
+                add_reviewer(s, name, role, False, f"{name}-pw")
+            yield service
+        finally:
+            s.close()
+
+
+def test_urgency_filters_and_facets_with_exclusive_claims_across_connections():
+    """Audit tasks get their own due time and priority; ``claim_next`` follows the urgency order
+    of ``waiting``, honours filters, and two connections never get the same task."""
+    with scratch_postgres() as url:
+        a = PgReviewStore(url, lease_seconds=60, audit_sla_seconds=1800, audit_priority=200)
+        b = PgReviewStore(url, lease_seconds=60, audit_sla_seconds=1800, audit_priority=200)
+        try:
+            now = 1_800_000_000.0
+            ms = int(now * 1000)
+            tasks = [wb_task(i, priority=100 + i, created_ms=ms) for i in range(6)]
+            tasks.append(wb_task(50, priority=0, created_ms=ms, audit=True))  # low raw priority, audit
+            tasks.append(wb_task(60, model="churn", priority=10, created_ms=ms))
+            tasks[-1]["reason"] = "risk:amount>=10000"
+            tasks.append(wb_task(70, priority=101, created_ms=ms, due_in_ms=7_200_000))  # due 2 h earlier
+            assert a.add_tasks(tasks, now) == 9
+            order = [t["task_id"] for t in a.waiting("analyst", now)]
+            assert order[0] == "ev-50:review"  # the audit's SLA beats priority 105
+            # urgency = due_by - priority x 60 s: 2 h earlier outweighs 4 points of priority
+            assert order[1:8] == [f"ev-{i}:review" for i in (70, 5, 4, 3, 2, 1, 0)] and order[8] == "ev-60:review"
+            assert order == [t["task_id"] for t in b.waiting("analyst", now)]
+            audit = a.get("ev-50:review")
+            assert (audit["priority"], audit["due_by"]) == (200, ms + 1_800_000)
+            assert [t["task_id"] for t in a.waiting("analyst", now, limit=3, offset=2)] == order[2:5]
+            assert a.count_waiting("analyst", now) == 9
+            assert a.count_waiting("analyst", now, QueueFilter(kind="audit")) == 1
+            assert a.count_waiting("analyst", now, QueueFilter(kind="regular", model="fraud")) == 7
+            assert a.count_waiting("analyst", now, QueueFilter(reason="risk:amount>=10000")) == 1
+            assert a.count_waiting("analyst", now, QueueFilter(due="hour")) == 1  # the audit only
+            assert a.count_waiting("analyst", now + 1801, QueueFilter(due="overdue")) == 1
+            assert [t["task_id"] for t in a.waiting("analyst", now, filters=QueueFilter(event_id="ev-3"))] == [
+                "ev-3:review"]
+            assert a.facets("analyst") == {"model": ["churn", "fraud"],
+                                           "reason": ["confidence<0.9", "risk:amount>=10000"]}
+            assert a.facets("escalation") == {"model": [], "reason": []}
+
+            got = a.claim_next("analyst", "ana", now, QueueFilter(model="churn"))
+            assert got["task_id"] == "ev-60:review"
+            assert b.claim_next("analyst", "bob", now, QueueFilter(model="churn")) is None  # leased by ana
+            claimed = [a.claim_next("analyst", "ana", now)["task_id"], b.claim_next("analyst", "bob", now)["task_id"],
+                       a.claim_next("analyst", "ana", now)["task_id"]]
+            assert claimed == order[:3]  # urgency order, each task once across both connections
+            assert a.count_waiting("analyst", now) == 5
+            assert not a.release("ev-50:review", "bob")  # not bob's lease
+            assert b.release("ev-50:review", "ana")
+            assert b.claim_next("analyst", "bob", now)["task_id"] == "ev-50:review"
+        finally:
+            a.close()
+            b.close()
+
+
+def test_concurrent_claim_next_hands_out_each_task_once():
+    """8 threads on 8 connections drain 200 tasks with ``claim_next``: every task leased exactly once."""
+    with scratch_postgres() as url:
+        stores = [PgReviewStore(url, lease_seconds=600) for _ in range(8)]
+        try:
+            now = time.time()
+            stores[0].add_tasks([wb_task(i, priority=i % 5, audit=i % 7 == 0) for i in range(200)], now)
+            got: list[list[str]] = [[] for _ in stores]
+
+            def drain(k: int) -> None:
+                while (t := stores[k].claim_next("analyst", f"r{k}", now, QueueFilter(model="fraud"))) is not None:
+                    got[k].append(t["task_id"])
+
+            threads = [threading.Thread(target=drain, args=(k,)) for k in range(len(stores))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            ids = [tid for g in got for tid in g]
+            assert len(ids) == 200 and len(set(ids)) == 200
+            assert sum(1 for g in got if g) >= 2
+        finally:
+            for s in stores:
+                s.close()
+
+
+def test_escalate_copy_and_reviewer_counters():
+    with scratch_postgres() as url:
+        s = PgReviewStore(url, lease_seconds=60)
+        try:
+            now = time.time()
+            s.add_task(wb_task(1), now)
+            t = s.claim("ev-1:review", "ana", now)
+            esc = {"by": "ana", "at": now, "note": "look", "original_reason": "confidence<0.9"}
+            due = int((now + 600) * 1000)
+            assert s.escalate_copy(t, now, escalation=esc, due_by=due, priority=300)
+            assert not s.escalate_copy(t, now, escalation=esc)  # one copy per event
+            copy = s.get("ev-1:escalate")
+            assert (copy["tier"], copy["due_by"], copy["priority"], copy["escalation"]["note"]) == (
+                "escalate", due, 300, "look")
+            assert copy["notes"][-1] == {"by": "ana", "at": now, "text": "look", "action": "escalate"}
+            assert s.waiting("escalation", now)[0]["task_id"] == "ev-1:escalate"
+            s.record_reviewer_answer("ana", wb_task(2), "override", "fraud", now - 100)
+            s.record_reviewer_answer("ana", wb_task(3, audit=True), "approve", "legit", now)
+            s.record_reviewer_answer("sam", wb_task(2), "approve", "fraud", now)
+            s.record_reviewer_answer("sam", wb_task(3, audit=True), "override", "fraud", now)
+            assert s.reviewer_counters("ana", now - 10) == {"answered": 1, "compared_others": 2, "agree_others": 1,
+                                                            "compared_audits": 1, "agree_audits": 0}
+            assert s.reviewer_counters("ana", now - 1000)["answered"] == 2
+        finally:
+            s.close()
+
+
+def test_a_store_from_the_previous_version_is_migrated():
+    """A database written before the workbench (no version table, no urgency/reason/audit) is upgraded
+    in place; the tasks in it are ordered and filtered like new ones; reopening changes nothing."""
+    import psycopg
+
+    from loopline.connectors.review.pg_store import _SCHEMA, SCHEMA_VERSION
+
+    with scratch_postgres() as url:
+        old = [wb_task(1, priority=100), wb_task(2, priority=190, audit=True)]
+        with psycopg.connect(url, autocommit=True) as db:
+            for sql in _SCHEMA:
+                db.execute(sql)
+            for t in old:
+                db.execute("INSERT INTO rs_tasks (task_id, queue, priority, due_by, created_at, model_name, body) "
+                           "VALUES (%s, 'analyst', %s, %s, %s, 'fraud', %s)",
+                           (t["task_id"], t["priority"], t["due_by"], t["created_at"], json.dumps(t)))
+        s = PgReviewStore(url)
+        try:
+            now = time.time()
+            assert s.schema_version() == SCHEMA_VERSION == 2
+            assert [t["task_id"] for t in s.waiting("analyst", now)] == ["ev-2:review", "ev-1:review"]
+            assert s.count_waiting("analyst", now, QueueFilter(kind="audit", reason="confidence<0.9")) == 1
+            assert s.count_waiting("analyst", now, QueueFilter(kind="regular")) == 1
+            s.add_task(wb_task(3, priority=150), now)
+        finally:
+            s.close()
+        # no migration runs twice: re-running version 2 with weight 0 would re-rank by due time only
+        again = PgReviewStore(url, priority_weight_seconds=0)
+        try:
+            assert again.schema_version() == 2
+            assert [t["task_id"] for t in again.waiting("analyst", now)] == ["ev-2:review", "ev-3:review",
+                                                                              "ev-1:review"]
+        finally:
+            again.close()
 
 
 def test_store_leases_are_exclusive_and_answers_once(tmp_path):
