@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 
+from loopline.connectors.review import store as store_module
 from loopline.connectors.review.settings import QUEUE_OF_TIER, QUEUES
 from loopline.connectors.review.store import (
     LeaseError,
@@ -93,6 +94,7 @@ class PgReviewStore(ReviewStore):
         self.max_tasks = max_tasks
         self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
         self._lock = threading.RLock()
+        self._answering: set[str] = set()  # task ids whose answer this process is publishing (begin_answer)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -157,9 +159,12 @@ class PgReviewStore(ReviewStore):
                 added += 1
                 pred = task.get("prediction") or {}
                 labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
-                for lb in labels:
-                    if lb:
-                        self._x("INSERT INTO rs_labels VALUES (%s, %s) ON CONFLICT DO NOTHING", (task["model_name"], lb))
+                known = {r[0] for r in self._x("SELECT label FROM rs_labels WHERE model_name = %s",
+                                                 (task["model_name"],)).fetchall()}
+                total = self._x("SELECT COUNT(*) FROM rs_labels").fetchone()[0]
+                room = max(0, min(store_module.MAX_LABELS_PER_MODEL - len(known), store_module.MAX_LABEL_ROWS - total))
+                for lb in sorted(lb for lb in labels if lb and lb not in known)[:room]:  # a bounded table
+                    self._x("INSERT INTO rs_labels VALUES (%s, %s) ON CONFLICT DO NOTHING", (task["model_name"], lb))
             if added:
                 self._enforce_bounds(now)
         return added
@@ -283,6 +288,14 @@ class PgReviewStore(ReviewStore):
         if lease["leased_by"] != reviewer or (lease["lease_until"] or 0) < now:
             raise LeaseError("you do not hold the lease on this task (it expired or was never claimed)")
         return task
+
+    def end_answer(self, task_id: str, published: bool) -> None:
+        """After ``begin_answer`` (inherited: lease check + in-process mark): record the task answered once
+        its answer reached Kafka. Across processes the lease keeps one holder per task."""
+        with self._lock:
+            if published:
+                self._x("UPDATE rs_tasks SET done = 1 WHERE task_id = %s", (task_id,))
+            self._answering.discard(task_id)
 
     def complete(self, task_id: str, reviewer: str, now: float) -> dict:
         """Mark answered in one conditional UPDATE: only the holder of a live lease, only once."""
