@@ -35,6 +35,7 @@ from loopline.processors.routing.router import InputRecord, OutputRecord, dead_l
 from loopline.processors.wire.names import DRIFT_KIND_HEADER as KIND_HEADER
 from loopline.processors.wire.names import DRIFT_REFERENCE, DRIFT_SUMMARY, RETRAIN_REQUEST
 from loopline.processors.wire.serde import DRIFT_EVENT
+from loopline.streams.acks import acked_on_success
 from loopline.streams.feedback import StrKeys
 
 log = logging.getLogger("loopline.drift")
@@ -218,7 +219,8 @@ def register_drift_agent(worker, app: faust.App, rt) -> None:
     @app.agent(worker.t_out["drift_sketches"], name="loopline.drift")
     async def drift(stream):
         async for events in stream.take_events(200, within=0.2):
-            await agent_state.handle(events)
+            with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                await agent_state.handle(events)
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs) -> None:  # noqa: ANN001

@@ -22,9 +22,11 @@ from typing import Any
 import faust
 
 from loopline.processors.routing.router import InputRecord
+from loopline.streams.acks import acked_on_success
 from loopline.streams.kafka_security import kafka_security
 from loopline.streams.learning.kafka_io import read_to_end
 from loopline.streams.learning.runtime import LearnerRuntime
+from loopline.streams.publish import PublishAbandoned
 
 log = logging.getLogger("loopline.learner")
 
@@ -121,7 +123,10 @@ def register_learner(worker, app: faust.App) -> None:
             recs = [InputRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset,
                                 list(e.message.headers or ()), e.message.key) for e in events]
             try:
-                await handle(recs)
+                with acked_on_success(events):  # stopping mid-publish leaves the batch unacknowledged
+                    await handle(recs)
+            except PublishAbandoned:
+                return
             except Exception:  # a bug must not stop learning; the records stay on the topic for a rebuild
                 log.exception("learning failed for a batch of %d records", len(recs))
                 worker.metrics.processing_errors.labels("learn").inc()

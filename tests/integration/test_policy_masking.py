@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+from pydantic import SecretStr
 
 from loopline.connectors.broker import free_port
 from loopline.connectors.processes import WorkerProcess, loopline_exe, settings_env
@@ -48,7 +49,10 @@ def masked_after(client: Client, field: str, deadline_s: float) -> float:
 def test_three_ways_of_applying_a_policy_each_mask_a_new_field(loopline_settings, tmp_path):
     path = tmp_path / "policy.toml"
     path.write_text(policy("p0", []))
-    s = loopline_settings.model_copy(update={"policy_file": path, "policy_watch_seconds": 0.5})
+    token = "masking-test-token-0123456789"  # the control plane (#24): POST /policy needs a bearer token
+    s = loopline_settings.model_copy(update={"policy_file": path, "policy_watch_seconds": 0.5,
+                                             "control_tokens": SecretStr(f"masking-test:{token}"),
+                                             "control_token": SecretStr(token)})
     task = make_task(0)
     task["prediction"]["features_categorical"] = dict(CANARY)
     publish_tasks(s, [task])
@@ -65,7 +69,8 @@ def test_three_ways_of_applying_a_policy_each_mask_a_new_field(loopline_settings
         assert first["prediction"]["features_categorical"] == CANARY  # nothing marked yet
 
         # 1. POST /policy on the worker
-        req = urllib.request.Request(w.base_url + "/policy", data=policy("p1", ["email"]).encode(), method="POST")
+        req = urllib.request.Request(w.base_url + "/policy", data=policy("p1", ["email"]).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (our own child's http URL)
             assert resp.status == 200
         timings["POST /policy"] = masked_after(client, "email", WITHIN_SECONDS)
