@@ -69,7 +69,12 @@ class AuditSink:
         from loopline.streams.confluent import build_serde
 
         self.settings = settings
-        self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:
+            from loopline.streams.conventions import apply_conventions
+
+            registry = CollectorRegistry()
+            apply_conventions(registry)  # process_* / python_* collectors, no *_created series, as every server
+        self.registry = registry
         self.metrics = SinkMetrics.create(self.registry)
         self.serde = serde or build_serde(settings)
         self._db_factory = db_factory or (lambda: AuditDB(settings.audit_url))

@@ -283,7 +283,10 @@ def test_audit_metric_names_are_pinned():
     from prometheus_client import CollectorRegistry, generate_latest
 
     pinned = json.loads((Path(__file__).parent / "persisted_names.json").read_text())["audit_metric_types"]
+    from loopline.streams.conventions import apply_conventions
+
     r = CollectorRegistry()
+    apply_conventions(r)  # as the sink builds its registry: no *_created series (process-wide in prometheus_client)
     SinkMetrics.create(r)
     text = generate_latest(r).decode()
     assert sorted(" ".join(line.split()[2:4]) for line in text.splitlines() if line.startswith("# TYPE loopline")) == pinned
