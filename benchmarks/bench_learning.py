@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.scorer import RiskScorer

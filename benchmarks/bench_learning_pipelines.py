@@ -12,8 +12,8 @@ import time
 
 from river import datasets
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.pipelines import PIPELINES, make_challenger
 from loopline.processors.learning.window import RollingQuality

@@ -157,13 +157,10 @@ class PgReviewStore(ReviewStore):
                 if cur.rowcount == 0:
                     continue
                 added += 1
-                pred = task.get("prediction") or {}
-                labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
                 known = {r[0] for r in self._x("SELECT label FROM rs_labels WHERE model_name = %s",
                                                  (task["model_name"],)).fetchall()}
                 total = self._x("SELECT COUNT(*) FROM rs_labels").fetchone()[0]
-                room = max(0, min(store_module.MAX_LABELS_PER_MODEL - len(known), store_module.MAX_LABEL_ROWS - total))
-                for lb in sorted(lb for lb in labels if lb and lb not in known)[:room]:  # a bounded table
+                for lb in store_module.labels_to_remember(task, known, total):  # a bounded table
                     self._x("INSERT INTO rs_labels VALUES (%s, %s) ON CONFLICT DO NOTHING", (task["model_name"], lb))
             if added:
                 self._enforce_bounds(now)

@@ -47,6 +47,18 @@ class TaskNotFound(Exception):
 MAX_LABELS_PER_MODEL = 100
 MAX_LABEL_ROWS = 20_000
 
+def labels_to_remember(task: dict, known: set[str], total: int) -> list[str]:
+    """The labels of ``task``'s prediction to add to the labels-seen table, within its bounds.
+
+    ``known``: the labels already stored for the task's model; ``total``: rows in the table.
+    Shared by the SQLite and PostgreSQL stores.
+    """
+    pred = task.get("prediction") or {}
+    labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
+    room = max(0, min(MAX_LABELS_PER_MODEL - len(known), MAX_LABEL_ROWS - total))
+    return sorted(lb for lb in labels if lb and lb not in known)[:room]
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL, due_by INTEGER NOT NULL,
@@ -137,13 +149,10 @@ class ReviewStore:
                     if cur.rowcount == 0:
                         continue
                     added += 1
-                    pred = task.get("prediction") or {}
-                    labels = {pred.get("predicted_label")} | set((pred.get("class_probabilities") or {}).keys())
                     known = {r[0] for r in self._db.execute("SELECT label FROM labels WHERE model_name = ?",
                                                              (task["model_name"],))}
                     total = self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
-                    room = max(0, min(MAX_LABELS_PER_MODEL - len(known), MAX_LABEL_ROWS - total))
-                    fresh = sorted(lb for lb in labels if lb and lb not in known)[:room]
+                    fresh = labels_to_remember(task, known, total)
                     self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?)",
                                          [(task["model_name"], lb) for lb in fresh])
                 if added:

@@ -9,10 +9,10 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner, build_update, load_model
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.scorer import RiskScorer

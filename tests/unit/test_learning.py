@@ -7,8 +7,8 @@ import zlib
 
 import pytest
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update, load_model
 from loopline.processors.learning.errors import SnapshotFormatError
 from loopline.processors.learning.features import example_features

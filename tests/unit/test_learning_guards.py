@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner
 from loopline.processors.learning.gate import PromotionGate, in_holdout
 from loopline.processors.learning.guards import AnswerLedger, RateGuard, Reputation

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner
 from loopline.processors.learning.features import example_features
 from loopline.processors.learning.pipelines import make_challenger

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.bench_learning_data import corrected_examples
 from loopline.connectors.simulator import FraudTraffic
+from loopline.connectors.simulator.corrections import corrected_examples
 from loopline.processors.learning import LearnerConfig, ModelLearner, SnapshotIntegrityError, build_update
 from loopline.processors.learning.features import risk_features
 from loopline.processors.learning.scorer import RiskScorer
