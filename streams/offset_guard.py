@@ -21,10 +21,23 @@ The guard (process-wide, like the other Faust patches of the worker):
   reads except the compacted ones) is logged and *not* marked acknowledged: the
   partition is sought back to the first missing record and read again (the
   record after the hole is then processed twice: at-least-once). Only after
-  ``MAX_REREADS`` re-reads of the same hole is it accepted as a real hole.
+  ``MAX_REREADS`` re-reads of the same hole is it accepted as a real hole;
+* the offset to commit is computed strictly (``Consumer._new_offset``): only a
+  run of acknowledged offsets that starts *exactly* at the partition's known
+  position is committed. Faust's own rule lets one unacknowledged record at the
+  head slip through (``min(acked) - committed > 1``) and, when it does not know
+  the committed position (``None``: no commit yet, or the partition was just
+  revoked, which pops it), commits whatever run was acknowledged. Traced in the
+  rolling-SIGTERM fault test (CI, then locally on the first try): a batch
+  delivered before a revoke finished after it, acked offset 382 with the
+  position forgotten, the revoke's commit wrote 383 and record 381, never
+  processed, was lost. The position is the committed offset, or for a partition
+  without one the first offset delivered after the assignment's seek; after a
+  revoke it is unknown and nothing is committed until the next assignment.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable
 
@@ -47,14 +60,66 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     seek = Consumer.seek
     getmany = Consumer.getmany
     add_gap = Consumer._add_gap
+    new_offset = Consumer._new_offset
+    revoked_hook = Consumer.on_partitions_revoked
 
     def _bump(self, tps) -> None:  # noqa: ANN001
         self._loopline_seek_epoch = getattr(self, "_loopline_seek_epoch", 0) + 1
         self._loopline_seek_read_offsets = {tp: self._read_offset.get(tp) for tp in tps}
 
+    def _bases(self) -> tuple[dict, set]:  # noqa: ANN001
+        """(position of partitions without a committed offset, partitions waiting for their first record)."""
+        if not hasattr(self, "_loopline_base"):
+            self._loopline_base, self._loopline_base_pending = {}, set()
+        return self._loopline_base, self._loopline_base_pending
+
     async def _perform_seek(self) -> None:
         await perform_seek(self)
         _bump(self, list(self._read_offset))
+        base, pending = _bases(self)
+        for tp in self.assignment():
+            base.pop(tp, None)
+            pending.discard(tp)
+            if self._committed_offset.get(tp) is None:
+                pending.add(tp)  # its position is the first offset delivered from now on
+
+    async def _on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
+        base, pending = _bases(self)
+        for tp in revoked:
+            base.pop(tp, None)
+            pending.discard(tp)
+        await revoked_hook(self, revoked)
+
+    def _strict_new_offset(self, tp):  # noqa: ANN001, ANN202
+        if _state["may_have_holes"](tp.topic):
+            return new_offset(self, tp)  # compacted: holes are real, Faust's gap handling applies
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        gaps = self._gap.get(tp)
+        if gaps:  # holes accepted after MAX_REREADS count as acknowledged
+            hi = max(acked) + 1
+            for iv in sorted(gaps.overlap(0, hi), key=lambda iv: iv.begin):
+                acked.extend(range(iv.begin, iv.end))
+            gaps.chop(0, hi)
+        position = self._committed_offset.get(tp)
+        if position is None:
+            position = _bases(self)[0].get(tp)
+        index = self._acked_index[tp]
+        acked[:] = sorted(set(acked))
+        stale = bisect.bisect_left(acked, position) if position is not None else 0
+        if stale:  # acknowledged again after a re-read: already committed
+            index.difference_update(acked[:stale])
+            del acked[:stale]
+        if position is None or not acked or acked[0] != position:
+            return None  # the next record to commit is not acknowledged (or the position is unknown)
+        end = 1
+        while end < len(acked) and acked[end] == acked[end - 1] + 1:
+            end += 1
+        run = acked[:end]
+        del acked[:end]
+        index.difference_update(run)
+        return run[-1] + 1
 
     async def _seek(self, partition, offset: int) -> None:  # noqa: ANN001
         await seek(self, partition, offset)
@@ -64,9 +129,13 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
 
     async def _getmany(self, timeout: float):
         epoch = getattr(self, "_loopline_seek_epoch", 0)
+        pending = _bases(self)[1]
         async for tp, message in getmany(self, timeout):
             if getattr(self, "_loopline_seek_epoch", 0) != epoch:
                 break  # fetched before a seek: read again from the seek position
+            if tp in pending:
+                pending.discard(tp)
+                self._loopline_base[tp] = message.offset
             yield tp, message
             if getattr(self, "_loopline_seek_epoch", 0) != epoch:
                 # the seek came while this record was delivered and the fetch loop has since recorded
@@ -100,4 +169,6 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     Consumer.seek = _seek
     Consumer.getmany = _getmany
     Consumer._add_gap = _add_gap
+    Consumer._new_offset = _strict_new_offset
+    Consumer.on_partitions_revoked = _on_partitions_revoked
     Consumer._loopline_offset_guard = True

@@ -1,0 +1,71 @@
+"""The strict commit rule of streams/offset_guard.py (the rolling-SIGTERM loss of issue #16).
+
+Faust's own ``Consumer._new_offset`` commits past one unacknowledged record at
+the head, and commits any acknowledged run when it has forgotten the partition's
+position (after a revoke). The guard commits only a run that starts exactly at
+the known position.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from loopline.streams.offset_guard import apply_offset_guard
+
+TP0 = TP("t.predictions", 0)
+
+
+def fake(committed=None, acked=(), base=None):
+    c = SimpleNamespace(_acked=defaultdict(list), _acked_index=defaultdict(set), _gap=defaultdict(IntervalTree),
+                        _committed_offset=defaultdict(lambda: None), _loopline_base={}, _loopline_base_pending=set())
+    c._committed_offset[TP0] = committed
+    c._acked[TP0].extend(acked)
+    c._acked_index[TP0].update(acked)
+    if base is not None:
+        c._loopline_base[TP0] = base
+    return c
+
+
+@pytest.fixture(scope="module")
+def new_offset():
+    faust_rule = Consumer._new_offset
+    apply_offset_guard(lambda topic: topic.endswith("-changelog"))
+    return faust_rule, Consumer._new_offset
+
+
+def test_one_unacknowledged_record_at_the_head_is_not_committed(new_offset):
+    faust_rule, strict = new_offset
+    if faust_rule is not strict:  # Faust's rule, when this test runs first: it skips record 156
+        assert faust_rule(fake(committed=156, acked=[157, 158]), TP0) == 159
+    c = fake(committed=156, acked=[157, 158])
+    assert strict(c, TP0) is None
+    c._acked[TP0].append(156)
+    assert strict(c, TP0) == 159
+    assert c._acked[TP0] == [] and c._acked_index[TP0] == set()
+
+
+def test_unknown_position_commits_nothing(new_offset):
+    _, strict = new_offset
+    assert strict(fake(committed=None, acked=[382]), TP0) is None  # just revoked: position forgotten
+    c = fake(committed=None, acked=[0, 1, 2, 4, 5], base=0)  # no commit yet: first delivered offset
+    assert strict(c, TP0) == 3
+    assert c._acked[TP0] == [4, 5]
+
+
+def test_stale_and_repeated_acks_are_dropped(new_offset):
+    _, strict = new_offset
+    c = fake(committed=10, acked=[8, 9, 10, 10, 11, 13])
+    assert strict(c, TP0) == 12
+    assert c._acked[TP0] == [13] and c._acked_index[TP0] == {13}
+
+
+def test_accepted_hole_counts_as_acknowledged(new_offset):
+    _, strict = new_offset
+    c = fake(committed=5, acked=[5, 9])
+    c._gap[TP0].addi(6, 9)  # 6..8 accepted as a hole after the re-reads
+    assert strict(c, TP0) == 10
