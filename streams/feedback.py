@@ -71,7 +71,8 @@ def register_feedback(worker, app: faust.App) -> None:
     seen = app.Table("loopline-feedback-seen", default=None, **table_kw)
     worker.join = FeedbackJoin(StrKeys(pending), StrKeys(waiting), StrKeys(seen),
                                pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
-                               waiting_ttl_ms=int(s.waiting_ttl_seconds * 1000))
+                               waiting_ttl_ms=int(s.waiting_ttl_seconds * 1000),
+                               max_entries=s.feedback_max_entries)
     kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.review_analyst, names.review_escalation, names.corrections, **kw)
     worker.t_out["training"] = app.topic(names.training, **kw)
@@ -92,6 +93,13 @@ def register_feedback(worker, app: faust.App) -> None:
             # that waited for a task which was only in that tail instead of orphaning them.
             apply_active_changelog_tail(recovery)
         out = worker.join.expire(int(time.time() * 1000))
+        worker.metrics.join_entries.labels("pending").set(len(pending))
+        worker.metrics.join_entries.labels("waiting").set(len(waiting))
+        worker.metrics.join_entries.labels("seen").set(len(seen))
+        if out.evicted:
+            worker.metrics.join_evicted.inc(out.evicted)
+            log.warning("the correction join dropped %d entries over LOOPLINE_FEEDBACK_MAX_ENTRIES=%d",
+                        out.evicted, s.feedback_max_entries)
         outputs = [OutputRecord("training", ex["model_name"].encode(), worker.serde.encode(TRAINING_EXAMPLE, ex))
                    for ex in out.examples]
         for (correction, why), src in zip(out.orphans, out.orphan_sources):

@@ -125,6 +125,13 @@ class WorkerMetrics:
                                    "Corrections by join outcome: joined (training example published), duplicate "
                                    "(correction_id seen before), orphan (no review task within the TTL).",
                                    ["outcome"], registry=r)
+        self.join_entries = Gauge("loopline_feedback_join_entries",
+                                  "Entries in the correction join's state on this worker, by state: pending "
+                                  "(review tasks), waiting (event_ids with corrections before their task), seen "
+                                  "(correction ids kept for deduplication).", ["state"], registry=r)
+        self.join_evicted = Counter("loopline_feedback_join_evicted_total",
+                                    "Join entries dropped before their TTL by LOOPLINE_FEEDBACK_MAX_ENTRIES.",
+                                    registry=r)
         self.publish_retries = Counter("loopline_publish_retries_total",
                                        "Times a batch's outputs had to be re-sent after a producer error.",
                                        registry=r)

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(50, ge=1, le=5000, description="longest a fetch may wait for data (Faust hard-codes 1500 ms; the embedded broker holds a fetch that long even when data arrives)")
     pending_ttl_seconds: float = Field(7 * 86400, gt=0, description="how long a review task stays joinable with its corrections")
     waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")
+    feedback_max_entries: int = Field(100_000, ge=0, description="cap on the correction join's pending review tasks, waiting event_ids and seen correction ids per worker, each (0: TTLs only); over it the entries closest to expiry go first and their answers become orphans (about 5 KB per pending task)")
     feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
     decision_events: bool = Field(False, description="also publish one RoutingDecision per prediction, keyed by event_id, on the decision-events topic (partition_for(event_id)), for Kafka Connect, ksqlDB/Flink SQL and registry-aware tools; costs one Avro record per prediction")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")

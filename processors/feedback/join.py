@@ -12,6 +12,11 @@ corrections (co-partitioned, keyed by event_id) — the hot path never touches i
 * a correction whose task never arrives within the TTL is an **orphan**
   (dead letter, error class ``orphan``), as is one for a task already expired;
 * a correction id seen before is a duplicate and is dropped (counted);
+* the state is capped as well as TTL-bound (``max_entries`` each for pending
+  tasks, waiting event_ids and seen ids; producers and reviewer tools choose
+  the keys): over the cap the entries closest to expiry go first — a dropped
+  task's later answers and dropped waiting corrections become orphans with a
+  reason that names the cap, a dropped seen id only weakens deduplication;
 * several answers for one event are all kept (one example each), and every
   example carries the ``effective_label`` defined by :func:`effective_label`.
 
@@ -22,8 +27,9 @@ of corrections), ``seen`` (correction_id → expiry). Expiry is driven by
 """
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 TIER_RANK = {"auto": 0, "review": 1, "escalate": 2}
 
@@ -57,19 +63,25 @@ class JoinOutput:
     orphans: list[tuple[dict, str]] = field(default_factory=list)  # (correction, why)
     orphan_sources: list[dict | None] = field(default_factory=list)  # where each orphan was read
     duplicates: int = 0
+    evicted: int = 0  # pending tasks / seen ids dropped by the caps before their TTL
 
 
 class FeedbackJoin:
     """Join logic over injected state mappings (see module doc)."""
 
     def __init__(self, pending: MutableMapping, waiting: MutableMapping, seen: MutableMapping,
-                 pending_ttl_ms: int, waiting_ttl_ms: int, max_answers: int = 20) -> None:
+                 pending_ttl_ms: int, waiting_ttl_ms: int, max_answers: int = 20, max_entries: int = 0) -> None:
         self.pending = pending
         self.waiting = waiting
         self.seen = seen
         self.pending_ttl_ms = pending_ttl_ms
         self.waiting_ttl_ms = waiting_ttl_ms
         self.max_answers = max_answers
+        #: cap on pending tasks and on seen correction ids each (0: TTLs only). Checked by :meth:`expire`:
+        #: over the cap, the entries closest to expiry go first, down to 90% of it.
+        self.max_entries = max_entries
+        #: event_ids whose task the cap dropped (bounded), so their late answers say why they are orphans
+        self._evicted_ids: dict[str, None] = {}
 
     # ------------------------------------------------------------------ inputs
     def on_task(self, task: dict, now_ms: int) -> JoinOutput:
@@ -112,7 +124,9 @@ class FeedbackJoin:
             items = list(self.waiting.get(event_id) or [])
             if any(i["correction"]["correction_id"] == cid for i in items):
                 return out  # a replay of a correction that is already waiting
-            items.append({"correction": correction, "expires_at": now_ms + self.waiting_ttl_ms, "source": source})
+            # an answer to a task the cap dropped waits no longer: it can never join
+            expires_at = now_ms if event_id in self._evicted_ids else now_ms + self.waiting_ttl_ms
+            items.append({"correction": correction, "expires_at": expires_at, "source": source})
             self.waiting[event_id] = items
         return out
 
@@ -139,8 +153,11 @@ class FeedbackJoin:
             keep = []
             for item in items:
                 if item["expires_at"] <= now_ms:
-                    out.orphans.append((item["correction"], "no review task for this event_id arrived within "
-                                                            f"{self.waiting_ttl_ms / 1000:.0f}s"))
+                    why = (f"its review task was dropped from the join by the cap of {self.max_entries} pending "
+                           "tasks (LOOPLINE_FEEDBACK_MAX_ENTRIES) before this answer came"
+                           if event_id in self._evicted_ids else
+                           f"no review task for this event_id arrived within {self.waiting_ttl_ms / 1000:.0f}s")
+                    out.orphans.append((item["correction"], why))
                     out.orphan_sources.append(item.get("source"))
                 else:
                     keep.append(item)
@@ -150,7 +167,35 @@ class FeedbackJoin:
                 self.waiting[event_id] = keep
         for cid in [k for k, exp in list(self.seen.items()) if exp <= now_ms]:
             del self.seen[cid]
+        if self.max_entries:
+            dropped = self._cap(self.pending, lambda v: v["expires_at"])
+            for event_id in dropped:
+                self._evicted_ids[event_id] = None
+            while len(self._evicted_ids) > max(self.max_entries, 10_000):
+                del self._evicted_ids[next(iter(self._evicted_ids))]
+            out.evicted = len(dropped) + len(self._cap(self.seen, lambda v: v))
+            for event_id in self._cap(self.waiting, lambda items: min(i["expires_at"] for i in items),
+                                      drop=False):
+                for item in self.waiting.pop(event_id) or []:  # never silently: each becomes an orphan
+                    out.orphans.append((item["correction"], f"more than {self.max_entries} event_ids had corrections "
+                                        "waiting for their task (LOOPLINE_FEEDBACK_MAX_ENTRIES); the oldest "
+                                        "waiting ones are dead-lettered"))
+                    out.orphan_sources.append(item.get("source"))
         return out
+
+    def _cap(self, table: MutableMapping, expires_at: Callable[[Any], int], drop: bool = True) -> list[str]:
+        """The keys of ``table`` closest to expiry beyond 90% of ``max_entries`` once it is over the cap
+        (deleted unless ``drop`` is False)."""
+        over = len(table) - self.max_entries
+        if over <= 0:
+            return []
+        keep = int(self.max_entries * 0.9)
+        order = sorted(((expires_at(v), k) for k, v in list(table.items())), key=lambda t: t[0])
+        dropped = [k for _, k in order[:len(order) - keep]]
+        if drop:
+            for k in dropped:
+                del table[k]
+        return dropped
 
     # ---------------------------------------------------------------- internals
     def _join(self, entry: dict, correction: dict, out: JoinOutput) -> dict:

@@ -109,3 +109,41 @@ def test_every_correction_ends_in_exactly_one_place_and_state_is_bounded():
     assert orphans == {f"c{i}" for i in range(0, 300, 10)}
     assert dups == len(range(0, 300, 7))
     assert not j.pending and not j.waiting and not j.seen  # everything expires: bounded by the TTLs
+
+
+def test_the_cap_keeps_the_join_bounded_and_every_answer_ends_somewhere():
+    """Producers and reviewer tools choose the keys: over ``max_entries`` the state shrinks, the
+    tasks closest to expiry go first, and an answer to a dropped task is an orphan that says why."""
+    j = FeedbackJoin({}, {}, {}, pending_ttl_ms=10_000, waiting_ttl_ms=5_000, max_entries=10)
+    tasks = [task(100 + i) for i in range(25)]
+    for i, t in enumerate(tasks):
+        j.on_task(t, 1000 + i)  # later tasks expire later
+    out = j.expire(1100)
+    assert len(j.pending) == 9 and out.evicted == 16
+    assert set(j.pending) == {t["event_id"] for t in tasks[16:]}  # the newest stay
+    kept = j.on_correction(corr(tasks[-1], "c-kept"), 1200)
+    assert len(kept.examples) == 1
+    late = j.on_correction(corr(tasks[0], "c-late"), 1200)  # its task was dropped by the cap
+    assert late.examples == [] and late.orphans == []
+    out = j.expire(1200)  # orphaned at the next tick, not after the waiting TTL
+    assert [c["correction_id"] for c, _ in out.orphans] == ["c-late"]
+    assert "LOOPLINE_FEEDBACK_MAX_ENTRIES" in out.orphans[0][1]
+
+
+def test_the_cap_turns_excess_waiting_corrections_into_orphans():
+    j = FeedbackJoin({}, {}, {}, pending_ttl_ms=10_000, waiting_ttl_ms=5_000, max_entries=10)
+    stray = [task(200 + i) for i in range(30)]  # corrections for tasks that never arrive
+    for i, t in enumerate(stray):
+        j.on_correction(corr(t, f"w{i}"), 1000 + i)
+    out = j.expire(1100)
+    assert len(j.waiting) == 9
+    assert sorted(c["correction_id"] for c, _ in out.orphans) == sorted(f"w{i}" for i in range(21))
+    assert len(out.orphan_sources) == len(out.orphans)
+    assert len(j.seen) == 9  # seen ids are capped too (deduplication is weaker past the cap, never wrong)
+
+
+def test_no_cap_by_zero():
+    j = FeedbackJoin({}, {}, {}, pending_ttl_ms=10_000, waiting_ttl_ms=5_000, max_entries=0)
+    for i in range(50):
+        j.on_task(task(300 + i), 1000)
+    assert j.expire(1100).evicted == 0 and len(j.pending) == 50
