@@ -21,7 +21,13 @@ The guard (process-wide, like the other Faust patches of the worker):
   reads except the compacted ones) is logged and *not* marked acknowledged: the
   partition is sought back to the first missing record and read again (the
   record after the hole is then processed twice: at-least-once). Only after
-  ``MAX_REREADS`` re-reads of the same hole is it accepted as a real hole;
+  ``MAX_REREADS`` re-reads of the same hole is it accepted as a real hole — and
+  a hole of more than one offset (a transaction marker leaves one) only once it
+  has also persisted for ``HOLE_PATIENCE_SECONDS``: in one full-suite run three
+  re-reads within 300 ms were all answered with newer records (a fetch in flight
+  across the seek) and 7 existing predictions were treated as a hole. Re-reads
+  after the first wait a little (50 ms doubling, at most 1 s) so such a fetch
+  can drain;
 * the offset to commit is computed strictly (``Consumer._new_offset``): only a
   run of acknowledged offsets that starts *exactly* at the partition's known
   position is committed. Faust's own rule lets one unacknowledged record at the
@@ -37,14 +43,18 @@ The guard (process-wide, like the other Faust patches of the worker):
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("loopline.offsets")
 
 #: Re-reads of one hole before it is accepted as a real hole in the log (Faust then skips it).
 MAX_REREADS = 3
+#: How long a hole wider than one offset must persist, re-read after re-read, before it is accepted.
+HOLE_PATIENCE_SECONDS = 10.0
 
 _state: dict[str, Callable[[str], bool]] = {"may_have_holes": lambda topic: True}
 
@@ -151,14 +161,20 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
         if tries is None:
             tries = self._loopline_rereads = {}
         key = (tp, offset_from)
-        tries[key] = tries.get(key, 0) + 1
+        count, first_seen = tries.get(key, (0, time.monotonic()))
+        count += 1
+        tries[key] = (count, first_seen)
         if len(tries) > 10_000:  # bounded: forget old holes
             tries.clear()
-        if tries[key] > MAX_REREADS:  # the broker really has no records there: Faust's own handling
-            log.error("%s[%d]: records %d..%d are still missing after %d re-reads; treating them as a hole",
-                      tp.topic, tp.partition, offset_from, offset_to - 1, MAX_REREADS)
+        waited = time.monotonic() - first_seen
+        if count > MAX_REREADS and (offset_to - offset_from <= 1 or waited >= HOLE_PATIENCE_SECONDS):
+            # the broker really has no records there: Faust's own handling
+            log.error("%s[%d]: records %d..%d are still missing after %d re-reads in %.1fs; treating them as a hole",
+                      tp.topic, tp.partition, offset_from, offset_to - 1, count - 1, waited)
             await add_gap(self, tp, offset_from, offset_to)
             return
+        if count > 1:  # let a fetch that was in flight across the last seek drain first
+            await asyncio.sleep(min(0.05 * 2 ** (count - 2), 1.0))
         log.warning("%s[%d]: records %d..%d were not delivered before %d; reading them again",
                     tp.topic, tp.partition, offset_from, offset_to - 1, offset_to)
         # offset_from - 1: Faust's read offset is the next offset after a seek and the last one read

@@ -69,3 +69,36 @@ def test_accepted_hole_counts_as_acknowledged(new_offset):
     c = fake(committed=5, acked=[5, 9])
     c._gap[TP0].addi(6, 9)  # 6..8 accepted as a hole after the re-reads
     assert strict(c, TP0) == 10
+
+
+class SeekRecorder(SimpleNamespace):
+    async def seek(self, tp, offset):
+        self.seeks.append(offset)
+
+
+def hole_consumer():
+    return SeekRecorder(seeks=[], _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree))
+
+
+def test_a_wide_hole_is_read_again_until_it_has_persisted(new_offset, monkeypatch):
+    import asyncio
+
+    from loopline.streams import offset_guard
+
+    monkeypatch.setattr(offset_guard, "HOLE_PATIENCE_SECONDS", 3600.0)
+    c = hole_consumer()
+    for _ in range(5):  # more than MAX_REREADS quick re-reads of records 227..228: still read again
+        asyncio.run(Consumer._add_gap(c, TP0, 227, 229))
+    assert c.seeks == [226] * 5 and not c._gap[TP0]
+    monkeypatch.setattr(offset_guard, "HOLE_PATIENCE_SECONDS", 0.0)
+    asyncio.run(Consumer._add_gap(c, TP0, 227, 229))  # persisted long enough: Faust's hole handling
+    assert len(c.seeks) == 5 and c._gap[TP0].overlaps(227, 229)
+
+
+def test_a_one_offset_hole_is_accepted_after_the_rereads(new_offset):
+    import asyncio
+
+    c = hole_consumer()
+    for _ in range(4):
+        asyncio.run(Consumer._add_gap(c, TP0, 40, 41))  # e.g. a transaction marker
+    assert c.seeks == [39] * 3 and c._gap[TP0].overlaps(40, 41)
