@@ -13,10 +13,15 @@ lost run began right after ``SEEK C`` with ``GAP C+1..``.
 
 The guard (process-wide, like the other Faust patches of the worker):
 
-* every seek bumps an epoch; a ``getmany`` batch fetched before the latest seek
-  stops being delivered (its records are fetched again from the seek position),
-  and if a seek happened while one of its records was being delivered, the read
-  offsets the seek set are restored;
+* every seek bumps the epoch of the partitions it moves; records of a
+  ``getmany`` batch fetched before their partition's latest seek are not
+  delivered (they are fetched again from the seek position), and if a seek
+  happened while one of a partition's records was being delivered, the read
+  offset the seek set is restored. Per partition: with one epoch for all, a
+  re-read seek of one partition dropped the rest of the batch of every *other*
+  partition too, whose positions had already moved past those records — new
+  holes, new seeks, and at the end of the traffic records that were never
+  delivered until the next rebalance (the fault suite's remaining losses);
 * a jump in offsets on a topic that cannot have holes (every topic an agent
   reads except the compacted ones) is logged and *not* marked acknowledged: the
   partition is sought back to the first missing record and read again (the
@@ -73,9 +78,17 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     new_offset = Consumer._new_offset
     revoked_hook = Consumer.on_partitions_revoked
 
+    def _epochs(self) -> tuple[dict, dict]:  # noqa: ANN001
+        """(seek epoch per partition, read offset each partition's latest seek set)."""
+        if not hasattr(self, "_loopline_seek_epochs"):
+            self._loopline_seek_epochs, self._loopline_seek_read_offsets = {}, {}
+        return self._loopline_seek_epochs, self._loopline_seek_read_offsets
+
     def _bump(self, tps) -> None:  # noqa: ANN001
-        self._loopline_seek_epoch = getattr(self, "_loopline_seek_epoch", 0) + 1
-        self._loopline_seek_read_offsets = {tp: self._read_offset.get(tp) for tp in tps}
+        epochs, read_offsets = _epochs(self)
+        for tp in tps:
+            epochs[tp] = epochs.get(tp, 0) + 1
+            read_offsets[tp] = self._read_offset.get(tp)
 
     def _bases(self) -> tuple[dict, set]:  # noqa: ANN001
         """(position of partitions without a committed offset, partitions waiting for their first record)."""
@@ -138,20 +151,21 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
         _bump(self, [partition if isinstance(partition, TP) else TP(partition.topic, partition.partition)])
 
     async def _getmany(self, timeout: float):
-        epoch = getattr(self, "_loopline_seek_epoch", 0)
+        epochs, read_offsets = _epochs(self)
+        at_fetch = dict(epochs)
         pending = _bases(self)[1]
         async for tp, message in getmany(self, timeout):
-            if getattr(self, "_loopline_seek_epoch", 0) != epoch:
-                break  # fetched before a seek: read again from the seek position
+            seen = at_fetch.get(tp, 0)
+            if epochs.get(tp, 0) != seen:
+                continue  # fetched before a seek of its partition: read again from the seek position
             if tp in pending:
                 pending.discard(tp)
                 self._loopline_base[tp] = message.offset
             yield tp, message
-            if getattr(self, "_loopline_seek_epoch", 0) != epoch:
+            if epochs.get(tp, 0) != seen:
                 # the seek came while this record was delivered and the fetch loop has since recorded
                 # its offset as read: put back what the seek set, so records from there are not dropped
-                self._read_offset.update(self._loopline_seek_read_offsets)
-                break
+                self._read_offset[tp] = read_offsets.get(tp)
 
     async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:  # noqa: ANN001
         if _state["may_have_holes"](tp.topic):
@@ -179,7 +193,30 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
                     tp.topic, tp.partition, offset_from, offset_to - 1, offset_to)
         # offset_from - 1: Faust's read offset is the next offset after a seek and the last one read
         # otherwise; re-reading one record too many is a harmless duplicate, one too few a loss
-        await self.seek(tp, max(offset_from - 1, 0))
+        await _reread_from(self, tp, max(offset_from - 1, 0))
+
+    async def _reread_from(self, tp, offset: int) -> None:  # noqa: ANN001
+        """Seek ``tp`` back, inside the consumer's own thread when it has one.
+
+        Faust's aiokafka driver seeks from the app's event loop (``ThreadDelegateConsumer._seek``
+        calls ``AIOKafkaConsumer.seek`` directly) while aiokafka's prefetch task runs in the
+        consumer thread's loop; a prefetch in flight can then set the position past the seek
+        and the re-read starts after the hole again. Queued on the thread, the seek runs
+        between aiokafka's own steps, which discard prefetched records of a sought partition.
+        """
+        thread = getattr(self, "_thread", None)
+        call = getattr(thread, "call_thread", None)
+        if call is None or not hasattr(thread, "_ensure_consumer"):
+            await self.seek(tp, offset)
+            return
+        consumer = thread._ensure_consumer()
+
+        async def _seek_in_thread() -> None:
+            consumer.seek(tp, offset)
+
+        await call(_seek_in_thread)
+        self._read_offset[tp] = offset if offset else None
+        _bump(self, [tp])
 
     Consumer.perform_seek = _perform_seek
     Consumer.seek = _seek
