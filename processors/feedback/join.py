@@ -63,7 +63,7 @@ class JoinOutput:
     orphans: list[tuple[dict, str]] = field(default_factory=list)  # (correction, why)
     orphan_sources: list[dict | None] = field(default_factory=list)  # where each orphan was read
     duplicates: int = 0
-    evicted: int = 0  # pending tasks / seen ids dropped by the caps before their TTL
+    evicted: int = 0  # pending tasks / seen ids dropped by the caps before their TTL (waiting ones become orphans)
 
 
 class FeedbackJoin:
@@ -77,8 +77,8 @@ class FeedbackJoin:
         self.pending_ttl_ms = pending_ttl_ms
         self.waiting_ttl_ms = waiting_ttl_ms
         self.max_answers = max_answers
-        #: cap on pending tasks and on seen correction ids each (0: TTLs only). Checked by :meth:`expire`:
-        #: over the cap, the entries closest to expiry go first, down to 90% of it.
+        #: cap on pending tasks, waiting event_ids and seen correction ids, each (0: TTLs only). Checked by
+        #: :meth:`expire`: over the cap, the entries closest to expiry go first, down to 90% of it.
         self.max_entries = max_entries
         #: event_ids whose task the cap dropped (bounded), so their late answers say why they are orphans
         self._evicted_ids: dict[str, None] = {}
