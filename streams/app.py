@@ -323,6 +323,19 @@ class LooplineWorker:
             await self.route_chunk(chunk)
 
     async def route_chunk(self, records: list[InputRecord]) -> None:
+        """Route, publish, then count: records counted before (replayed after a crash or a
+        rebalance) are routed and published again but not given to the route hooks."""
+        if self.stats is None:
+            await self._route(records, hooks=True)
+            return
+        replayed, fresh = self.stats.split(records)
+        if replayed:
+            await self._route(replayed, hooks=False)
+        if fresh:
+            await self._route(fresh, hooks=True)
+            self.stats.counted(fresh)
+
+    async def _route(self, records: list[InputRecord], hooks: bool) -> None:
         started = time.perf_counter()
         try:
             result = self.router.route(records)
@@ -334,7 +347,7 @@ class LooplineWorker:
             self.metrics.dead_letters.labels(self.settings.topics.predictions, "internal").inc(len(outs))
             return
         await self.publish(result.outputs, records)
-        for hook in self.route_hooks:
+        for hook in self.route_hooks if hooks else ():
             try:
                 hook(result)
             except Exception:  # an extension's bug must not stop routing

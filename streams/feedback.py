@@ -143,13 +143,15 @@ async def handle_feedback(worker, events) -> None:
     now_ms = int(time.time() * 1000)
     outputs: list[OutputRecord] = []
     counts = {"joined": 0, "duplicate": 0, "tasks": 0}
-    examples: list[dict] = []
+    examples: list[dict] = []  # the ones the example hooks (statistics, calibration, ...) have not counted
     batch_ids: set[str] = set()  # correction ids of this batch, recorded as seen once published
-    for e in events:
-        m = e.message
-        rec = InputRecord(m.value, m.topic, m.partition, m.offset, list(m.headers or ()), m.key)
+    records = [InputRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                           list(e.message.headers or ()), e.message.key) for e in events]
+    replayed, fresh = worker.stats.split(records) if worker.stats is not None else ([], records)
+    again = {(r.topic, r.partition, r.offset) for r in replayed}  # counted before a crash or a rebalance
+    for rec in records:
         try:
-            name, obj = serde.decode(m.value)
+            name, obj = serde.decode(rec.value)
             if name == REVIEW_TASK:
                 out = join.on_task(obj, now_ms)
                 counts["tasks"] += 1
@@ -157,24 +159,25 @@ async def handle_feedback(worker, events) -> None:
                 if obj["correction_id"] in batch_ids:
                     counts["duplicate"] += 1
                     continue
-                out = join.on_correction(obj, now_ms, {"topic": m.topic, "partition": m.partition, "offset": m.offset},
+                out = join.on_correction(obj, now_ms, {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
                                          mark_seen=False)
                 if not out.duplicates:
                     batch_ids.add(obj["correction_id"])
             else:
-                raise UnexpectedTypeError(f"{name} does not belong on {m.topic}")
+                raise UnexpectedTypeError(f"{name} does not belong on {rec.topic}")
         except DecodeError as exc:
             outputs.append(dead_letter(rec, exc, worker=worker.worker_id))
-            metrics.dead_letters.labels(m.topic, exc.error_class).inc()
+            metrics.dead_letters.labels(rec.topic, exc.error_class).inc()
             continue
         except Exception as exc:  # a bug must not lose the record
-            log.exception("feedback join failed on %s[%d]@%d", m.topic, m.partition, m.offset)
+            log.exception("feedback join failed on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
             outputs.append(dead_letter(rec, exc, worker=worker.worker_id))
-            metrics.dead_letters.labels(m.topic, "internal").inc()
+            metrics.dead_letters.labels(rec.topic, "internal").inc()
             continue
         counts["duplicate"] += out.duplicates
         for ex in out.examples:
-            examples.append(ex)
+            if (rec.topic, rec.partition, rec.offset) not in again:
+                examples.append(ex)
             outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
             counts["joined"] += 1
     await worker.publish(outputs)
@@ -187,6 +190,8 @@ async def handle_feedback(worker, events) -> None:
             except Exception:  # an extension's bug must not stop the join
                 log.exception("example hook %r failed", hook)
                 metrics.processing_errors.labels("example_hook").inc()
+    if worker.stats is not None:
+        worker.stats.counted(fresh)
     for outcome in ("joined", "duplicate"):
         if counts[outcome]:
             metrics.corrections.labels(outcome).inc(counts[outcome])

@@ -44,7 +44,11 @@ The guard (process-wide, like the other Faust patches of the worker):
   position forgotten, the revoke's commit wrote 383 and record 381, never
   processed, was lost. The position is the committed offset, or for a partition
   without one the first offset delivered after the assignment's seek; after a
-  revoke it is unknown and nothing is committed until the next assignment.
+  revoke it is unknown and nothing is committed until the next assignment;
+* an app may cap the offset to commit per partition with
+  ``app._loopline_commit_ceiling(tp) -> int | None`` (the per-partition statistics
+  do, so that what they counted is saved before its input offsets are committed),
+  and is told of every accepted hole with ``app._loopline_on_hole(tp, start, end)``.
 """
 from __future__ import annotations
 
@@ -139,6 +143,12 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
         end = 1
         while end < len(acked) and acked[end] == acked[end - 1] + 1:
             end += 1
+        ceiling = getattr(getattr(self, "app", None), "_loopline_commit_ceiling", None)
+        limit = ceiling(tp) if ceiling is not None else None
+        if limit is not None:  # e.g. not past what the saved statistics counted (streams/stats.py)
+            end = bisect.bisect_left(acked, limit, 0, end)
+            if not end:
+                return None
         run = acked[:end]
         del acked[:end]
         index.difference_update(run)
@@ -186,6 +196,9 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
             log.error("%s[%d]: records %d..%d are still missing after %d re-reads in %.1fs; treating them as a hole",
                       tp.topic, tp.partition, offset_from, offset_to - 1, count - 1, waited)
             await add_gap(self, tp, offset_from, offset_to)
+            on_hole = getattr(getattr(self, "app", None), "_loopline_on_hole", None)
+            if on_hole is not None:  # e.g. the statistics stop waiting to count those offsets
+                on_hole(tp, offset_from, offset_to)
             return
         if count > 1:  # let a fetch that was in flight across the last seek drain first
             await asyncio.sleep(min(0.05 * 2 ** (count - 2), 1.0))

@@ -12,10 +12,23 @@ where the partition is processed, so a rebalance moves them with it:
   takes over partition p restores p's statistics before its stream resumes;
 - on revocation a partition's statistics are saved and dropped from memory.
 
-Delivery is at-least-once: after a crash the statistics resume from the last
-save while the input resumes from the last commit, so events processed between
-the two can count twice or not at all (at most ``stats_flush_seconds`` of
-traffic). Counts are exact in normal operation and across clean rebalances.
+Each event counts once, across crashes and rebalances, although its decision
+may be published more than once (at-least-once). For every predictions
+partition the saved state records which offsets it counted
+(:class:`~loopline.processors.stats.counted.CountedOffsets`: a contiguous prefix
+below ``next`` and the few counted beyond a hole, since a re-read after a seek
+delivers out of order); records counted before are routed again after a crash or
+a rebalance but are not given to the route hooks (``split``/``counted``), and
+the worker never commits the partition's input offset past the saved ``next``
+(a commit ceiling, ``streams/offset_guard.py``; the state is saved just in time,
+in the commit itself, and Faust flushes the changelog before it commits). So
+after a crash the input resumes at or below ``next``, replays are skipped and
+nothing counted is lost. Summaries of answers are saved as soon as they are
+counted, right after the join marks the answers seen (the join will not emit
+them again): the one window left is a crash between those two changelog writes.
+A summary older than the committed offset (the embedded broker leaves a
+changelog's tail in Faust's recovery buffer) is detected and read again after
+applying that tail.
 
 ``GET /stats`` returns this worker's merged partitions; ``GET /stats?format=state``
 the exact mergeable state, which ``loopline stats --worker URL ...`` merges across
@@ -28,13 +41,17 @@ import time
 from collections.abc import Callable
 
 import faust
+from faust.types import TP
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from loopline.processors.stats.counted import CountedOffsets
 from loopline.processors.stats.tier_stats import TierStats
 from loopline.processors.wire.partitioning import partition_for
 
 log = logging.getLogger("loopline.stats")
 TABLE = "loopline-tier-stats"
+#: Key of the saved route state: the predictions offsets it counted (CountedOffsets.to_state).
+COUNTED = "counted_offsets"
 
 
 def aligned_key(role: str, partition: int, partitions: int) -> str:
@@ -57,6 +74,7 @@ class WorkerStats:
     def __init__(self, worker, app: faust.App, flush_seconds: float) -> None:
         s = worker.settings
         self.worker = worker
+        self.app = app
         self.partitions = s.partitions
         self.topics = s.topics
         self.table = app.Table(TABLE, default=None, key_type=bytes, value_type=None, partitions=s.partitions,
@@ -66,6 +84,15 @@ class WorkerStats:
         self._keys = {(role, p): aligned_key(role, p, s.partitions)
                       for role in ("route", "feedback") for p in range(s.partitions)}
         self.flushed_at = 0.0
+        #: (input topic, partition) -> the offsets counted into its statistics, and what the last save recorded
+        self.marks: dict[tuple[str, int], CountedOffsets] = {}
+        self.saved: dict[tuple[str, int], tuple] = {}
+        #: statistics keys of partitions revoked and not assigned again: a batch still in flight is not counted
+        self.released: set[str] = set()
+        self._roles = {s.topics.predictions: "route", s.topics.corrections: "feedback",
+                       s.topics.review_analyst: "feedback", s.topics.review_escalation: "feedback"}
+        app._loopline_commit_ceiling = self.commit_ceiling  # read by streams/offset_guard.py
+        app._loopline_on_hole = self.on_hole
 
         @app.timer(interval=flush_seconds)
         async def flush_stats() -> None:
@@ -75,19 +102,122 @@ class WorkerStats:
         async def _revoked(sender, revoked, **kwargs) -> None:  # noqa: ANN001
             self.release(revoked)
 
+        @app.on_partitions_assigned.connect
+        async def _assigned(sender, assigned, **kwargs) -> None:  # noqa: ANN001
+            self.released -= {self._key_of(tp) for tp in assigned}
+
+        @app.on_rebalance_complete.connect
+        async def _restored(sender, **kwargs) -> None:  # noqa: ANN001
+            self.load(app.consumer.assignment())  # tables recovered: show them before new traffic comes
+
     # ------------------------------------------------------------------ updates
+    def _key_of(self, tp) -> str | None:  # noqa: ANN001
+        role = self._roles.get(tp.topic)
+        return self._keys[(role, tp.partition)] if role else None
+
     def _get(self, role: str, partition: int) -> tuple[str, TierStats]:
         key = self._keys[(role, partition)]
         st = self.parts.get(key)
         if st is None:
             state = self.table.get(key.encode())
+            if self._stale(role, partition, state):
+                # the latest save is in the changelog's tail, which Faust keeps in its recovery buffer
+                # after a recovery on the embedded broker (streams/feedback.py): apply it and read again
+                from loopline.streams.feedback import apply_active_changelog_tail
+
+                apply_active_changelog_tail(self.app.tables.recovery)
+                state = self.table.get(key.encode())
+                if self._stale(role, partition, state):
+                    log.warning("statistics of %s are older than the committed offset; some events may be missing",
+                                key)
             st = TierStats.from_state(state) if state else TierStats()
             self.parts[key] = st
+            counted = (state or {}).get(COUNTED) or {}
+            for topic, r in self._roles.items():
+                if r == role:
+                    mark = self.marks[(topic, partition)] = CountedOffsets.from_state(counted.get(topic))
+                    self.saved[(topic, partition)] = mark.key()
         return key, st
+
+    def _stale(self, role: str, partition: int, state: dict | None) -> bool:
+        """True when the input was committed past what ``state`` counted (it cannot be the latest save)."""
+        counted = (state or {}).get(COUNTED) or {}
+        committed = getattr(getattr(self.app, "consumer", None), "_committed_offset", None) or {}
+        for topic, r in self._roles.items():
+            if r == role:
+                c = committed.get(TP(topic, partition))
+                mark = (counted.get(topic) or {}).get("next")
+                if c is not None and (mark is None or mark < c):
+                    return True
+        return False
+
+    def load(self, assigned) -> None:
+        """Bring the saved statistics of newly assigned input partitions into memory."""
+        for tp in assigned:
+            role = self._roles.get(tp.topic)
+            if role:
+                self._get(role, tp.partition)
+
+    # ------------------------------------------------------------ counting once
+    def split(self, records: list) -> tuple[list, list]:
+        """``(replayed, fresh)``: records counted before (or of a partition revoked meanwhile) and the rest."""
+        replayed, fresh = [], []
+        batch: set[tuple[str, int, int]] = set()  # a re-read after a seek can deliver a record twice in one take
+        for r in records:
+            role = self._roles.get(r.topic)
+            if role:
+                if self._keys[(role, r.partition)] in self.released:
+                    replayed.append(r)  # revoked: the next owner counts it
+                    continue
+                self._get(role, r.partition)  # restores the partition's counted offsets
+                at = (r.topic, r.partition, r.offset)
+                if at in batch or self.marks[(r.topic, r.partition)].seen(r.offset):
+                    replayed.append(r)
+                    continue
+                batch.add(at)
+            fresh.append(r)
+        return replayed, fresh
+
+    def counted(self, records: list) -> None:
+        """Mark ``records`` counted (fresh ones, processed and published; dead letters too)."""
+        feedback = set()
+        for r in records:
+            mark, key = self.marks.get((r.topic, r.partition)), self._key_of(r)
+            if mark is not None and key not in self.released:
+                mark.add(r.offset)
+                if self._roles[r.topic] == "feedback" and key in self.dirty:
+                    feedback.add(key)
+        for key in feedback:  # answers counted: saved now, as the join will not emit them again
+            self._save(key, self.parts[key])
+
+    def on_hole(self, tp, start: int, end: int) -> None:  # noqa: ANN001
+        """The consumer accepted offsets ``start..end-1`` as a hole in the log: nothing to count there."""
+        mark = self.marks.get((tp.topic, tp.partition))
+        if mark is not None:
+            mark.skip(start, end)
+
+    def commit_ceiling(self, tp) -> int | None:  # noqa: ANN001
+        """The highest input offset the worker may commit for ``tp`` (``None``: no limit).
+
+        Called by the consumer while it computes the offsets to commit, before Faust flushes
+        the producer and commits: the partition's statistics are saved here if they moved, so
+        the saved state always covers every record below the committed offset.
+        """
+        key = self._key_of(tp)
+        if key is None:
+            return None
+        at = (tp.topic, tp.partition)
+        mark = self.marks.get(at)
+        if mark is not None and mark.key() != self.saved.get(at) and key in self.parts:
+            self._save(key, self.parts[key])
+        saved = self.saved.get(at)
+        return (saved[0] or 0) if saved else 0  # the saved prefix; nothing known: commit nothing
 
     def on_routed(self, result) -> None:
         """Route hook: add every routed frame to its partition's statistics (columns, one call per frame)."""
         for r in result.routed:
+            if self._keys[("route", r.partition)] in self.released:
+                continue  # revoked while the batch was published: the next owner counts it
             key, st = self._get("route", r.partition)
             st.update_routed(r.frame, r.decisions)
             self.dirty.add(key)
@@ -99,6 +229,8 @@ class WorkerStats:
             groups.setdefault(partition_for(ex["event_id"].encode(), self.partitions), []).append(ex)
         policy = self.worker.policy.policy
         for p, rows in groups.items():
+            if self._keys[("feedback", p)] in self.released:
+                continue  # revoked while the batch was published: the next owner counts it
             key, st = self._get("feedback", p)
             st.update_examples(rows, positive_label=lambda m: policy.model(m).positive_label,
                                sla_ms=lambda m, tier: _sla_ms(policy.model(m), tier))
@@ -109,18 +241,28 @@ class WorkerStats:
         for key in sorted(self.dirty):
             st = self.parts.get(key)
             if st is not None:
-                self.table[key.encode()] = st.to_state()
+                self._save(key, st)
         self.dirty.clear()
         self.flushed_at = time.time()
 
+    def _save(self, key: str, st: TierStats) -> None:
+        state = st.to_state()
+        role, _, rest = key.partition(":")
+        p = int(rest.split("~", 1)[0])
+        counted = {}
+        for topic, r in self._roles.items():
+            mark = self.marks.get((topic, p)) if r == role else None
+            if mark is not None:
+                counted[topic] = mark.to_state()
+                self.saved[(topic, p)] = mark.key()
+        state[COUNTED] = counted
+        self.table[key.encode()] = state
+        self.dirty.discard(key)
+
     def release(self, revoked) -> None:
         """Save and forget the statistics of revoked input partitions."""
-        gone = set()
-        for tp in revoked:
-            if tp.topic == self.topics.predictions:
-                gone.add(self._keys[("route", tp.partition)])
-            elif tp.topic in (self.topics.corrections, self.topics.review_analyst, self.topics.review_escalation):
-                gone.add(self._keys[("feedback", tp.partition)])
+        gone = {self._key_of(tp) for tp in revoked} - {None}
+        self.released |= gone
         if not gone & set(self.parts):
             return
         try:
@@ -129,6 +271,8 @@ class WorkerStats:
             log.warning("could not save statistics on revocation", exc_info=True)
         for key in gone:
             self.parts.pop(key, None)
+        for tp in revoked:  # the counted offsets are restored from the table on the next assignment
+            self.marks.pop((tp.topic, tp.partition), None)
 
     # ------------------------------------------------------------------ reading
     def merged(self) -> TierStats:

@@ -9,6 +9,7 @@ watermark).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -22,6 +23,7 @@ from loopline.connectors.broker import free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
 from loopline.processors.routing.router import iter_decisions
+from loopline.processors.stats.tier_stats import TierStats
 from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaRegistry
 from loopline.processors.wire.serde import AvroSerde
@@ -71,6 +73,19 @@ class Cluster:
         """Workers that exited on their own: name -> exit code (a worker we stopped is not counted)."""
         return {n: w.proc.returncode for n, w in self.workers.items()
                 if w.proc is not None and w.proc.poll() is not None and w._log is not None}
+
+    def counted(self) -> tuple[int, int]:
+        """(predictions, answers) in the running workers' per-tier statistics, merged as `loopline stats` does."""
+        parts = []
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.poll() is None:
+                state = json.loads(w.get("/stats?format=state"))["tier_stats_state"]
+                if state:
+                    parts.append(TierStats.from_state(state))
+        models = TierStats.merged(parts).snapshot()["all_time"].values() if parts else []
+        events = sum(m["events"] for m in models)
+        answers = sum(t["outcomes"]["answered"] + t["outcomes"]["unlabelled"] for m in models for t in m["tiers"].values())
+        return events, answers
 
     def stop_all(self) -> None:
         for w in self.workers.values():

@@ -2,8 +2,9 @@
 
 Every case counts from the topics read from offset 0 until silence (faults_harness.tally)
 and asserts: no prediction without a decision (decisions deduplicated by event_id), no dead
-letter (so no orphaned answer), every answered task has its training example, and no
-worker that was not the target of the fault stopped — recovery without a manual restart.
+letter (so no orphaned answer), every answered task has its training example, the workers'
+per-tier statistics count every prediction and every answer exactly once, and no worker
+that was not the target of the fault stopped — recovery without a manual restart.
 Duplicated decisions are allowed (at-least-once) and printed.
 """
 from __future__ import annotations
@@ -45,6 +46,11 @@ def check(name: str, cluster: Cluster, traffic: Traffic, reviewers: Reviewers | 
     assert t.dead_letters == {}, t.dead_letters
     if reviewers is not None:
         assert t.answers > 0 and t.examples_missing == 0 and t.examples_distinct == t.answers
+    events, answers = cluster.counted()
+    print(f"[{name}] statistics: {events} predictions, {answers} answers counted")
+    assert events == t.events_in, "statistics must count each prediction once"
+    if reviewers is not None:
+        assert answers == t.answers, "statistics must count each answer once"
     return t
 
 

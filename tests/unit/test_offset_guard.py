@@ -102,3 +102,16 @@ def test_a_one_offset_hole_is_accepted_after_the_rereads(new_offset):
     for _ in range(4):
         asyncio.run(Consumer._add_gap(c, TP0, 40, 41))  # e.g. a transaction marker
     assert c.seeks == [39] * 3 and c._gap[TP0].overlaps(40, 41)
+
+
+def test_the_app_ceiling_caps_the_commit_and_keeps_the_rest(new_offset):
+    _, strict = new_offset
+    limits = {TP0: 3}
+    c = fake(committed=0, acked=[0, 1, 2, 3, 4])
+    c.app = SimpleNamespace(_loopline_commit_ceiling=limits.get)
+    assert strict(c, TP0) == 3  # records 3 and 4 are acknowledged but past what the statistics saved
+    assert c._acked[TP0] == [3, 4]
+    c._committed_offset[TP0] = 3
+    assert strict(c, TP0) is None  # still capped at 3: nothing new to commit
+    limits[TP0] = 10
+    assert strict(c, TP0) == 5
