@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class EmbeddedBroker:
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen | None = None
         self._log = None
+        #: a new id at every start: the memory storage loses everything, so clients (the review
+        #: server) can tell a restarted broker from the one they knew
+        self.cluster_id = ""
 
     @property
     def bootstrap(self) -> str:
@@ -85,6 +89,7 @@ class EmbeddedBroker:
             raise BrokerError(f"port {self.port} on {self.host} is already taken: choose another with "
                               f"--port (or LOOPLINE_BROKER_PORT), or 0 for a free one")
         url = f"tcp://{self.host}:{self.port}"
+        self.cluster_id = f"loopline-{uuid.uuid4().hex[:12]}"
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="loopline-broker-", suffix=".log")
             os.close(fd)
@@ -92,7 +97,7 @@ class EmbeddedBroker:
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--cluster-id", "loopline"],
+             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -118,6 +123,11 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"the embedded broker did not answer on {self.bootstrap} within "
                           f"{self.start_timeout:.0f}s ({last}); see {self.log_path}")
+
+    def stopped_code(self) -> int | None:
+        """The exit code of a broker process that stopped on its own (``None`` while it runs)."""
+        proc = self._proc
+        return proc.poll() if proc is not None else None
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None

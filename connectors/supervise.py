@@ -46,6 +46,8 @@ class Supervisor:
         self._recent: deque[float] = deque()
         self._stop = threading.Event()
         self._proc: subprocess.Popen | None = None
+        self._forced: str | None = None
+        self._before_start: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -68,6 +70,14 @@ class Supervisor:
             code = self._proc.wait()
             if self._stop.is_set():
                 break
+            with self._lock:
+                forced, self._forced = self._forced, None
+                before, self._before_start = self._before_start, None
+            if forced:  # asked for (restart()): not a crash, not counted against the cap
+                if before is not None:
+                    before()
+                self._say(f"restarted the {self.name}: {forced}")
+                continue
             self.exit_codes.append(code)
             now = self.clock()
             if now - started > self.window_seconds:  # it ran fine for a while: start the backoff over
@@ -86,6 +96,32 @@ class Supervisor:
                 break
             backoff = min(backoff * 2, self.backoff_max)
         return 0
+
+    def restart(self, reason: str, hard: bool = False, before_start: Callable[[], None] | None = None) -> None:
+        """Terminate the child (SIGTERM, SIGKILL after ``stop_timeout``; ``hard``: SIGKILL at once) and
+        start it again at once, after ``before_start()`` when given. Not counted as a crash.
+
+        ``loopline up`` uses it when the embedded broker died: the worker is killed before the
+        new broker starts (a worker stopping cleanly would write its state into the new one).
+        """
+        with self._lock:
+            self._forced = reason
+            self._before_start = before_start
+            proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        if hard:
+            proc.kill()
+            return
+        proc.terminate()
+
+        def _kill_if_stuck() -> None:
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        threading.Thread(target=_kill_if_stuck, name=f"{self.name}-restart", daemon=True).start()
 
     def stop(self) -> None:
         """Stop supervising and terminate the child (SIGTERM, then SIGKILL after ``stop_timeout``)."""

@@ -164,8 +164,9 @@ def cmd_up(args) -> int:
               f"  data     {Path(settings.data_dir).resolve()}  (LOOPLINE_DATA_DIR; the same for every command)\n"
               f"  send predictions: LOOPLINE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} loopline produce FILE.jsonl",
               flush=True)
+        watch = _broker_watch(broker, settings) if broker else None
         try:
-            code = _supervise_worker(settings)
+            code = _supervise_worker(settings, watch)
         finally:
             review.stop()
         if code:
@@ -222,8 +223,55 @@ def parse_time(value):
     return round(parsed.timestamp() * 1000)
 
 
-def _supervise_worker(settings) -> int:
-    """Run ``loopline worker`` as a child, restarted when it exits, until SIGINT/SIGTERM (0) or the cap (3)."""
+def _broker_watch(broker, settings):
+    """A check for ``_supervise_worker``: start the embedded broker again when it stopped.
+
+    Same address; the memory storage kept nothing. The worker is killed first (stopping cleanly
+    it would write its old state into the new broker), then the broker is started and the topics
+    created, then the worker starts afresh. The review server notices the new cluster id by itself
+    and retires the tasks of the old broker.
+    """
+    import threading
+
+    from loopline.connectors.broker import create_topics
+    from loopline.processors.errors import BrokerError
+
+    pending = threading.Event()  # a restart was asked for and has not started the broker yet
+
+    def start_broker() -> None:
+        pending.clear()
+        broker.stop()  # closes the old log handle
+        for attempt in range(5):
+            try:
+                broker.start()
+                break
+            except BrokerError as exc:
+                print(f"loopline up: the broker did not start ({exc}); retrying", flush=True)
+                time.sleep(2 ** attempt)
+        else:
+            print("loopline up: the embedded broker could not be started again; the worker will fail",
+                  flush=True)
+            return
+        create_topics(settings.kafka_bootstrap, settings.topics.all(), settings.partitions,
+                      settings.replication_factor, compacted=settings.topics.compacted())
+
+    def check(supervisor) -> None:
+        if broker.running or pending.is_set():
+            return  # running, or being started again by the supervisor thread
+        pending.set()
+        print(f"loopline up: the embedded broker stopped (exit code {broker.stopped_code()}); starting it again "
+              f"on {broker.bootstrap}. It kept everything in memory: topics, offsets, tables and waiting review "
+              f"tasks are gone", flush=True)
+        supervisor.restart("the embedded broker was started again", hard=True, before_start=start_broker)
+
+    return check
+
+
+def _supervise_worker(settings, watch=None) -> int:
+    """Run ``loopline worker`` as a child, restarted when it exits, until SIGINT/SIGTERM (0) or the cap (3).
+
+    ``watch(supervisor)``, when given, runs about twice a second (``loopline up``: the broker watch).
+    """
     import threading
 
     from loopline.connectors.processes import loopline_exe, settings_env
@@ -234,8 +282,12 @@ def _supervise_worker(settings) -> int:
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(supervisor.run()), name="supervisor", daemon=True)
     thread.start()
+    checked = 0.0
     while thread.is_alive() and not stop["now"]:
         time.sleep(0.1)
+        if watch is not None and time.monotonic() - checked >= 0.5:
+            checked = time.monotonic()
+            watch(supervisor)
     supervisor.stop()
     thread.join(60)
     return 3 if result and result[0] else 0

@@ -1,7 +1,10 @@
 """Kafka edges of the review server: a consumer thread filling the store, a correction publisher.
 
 The consumer (group ``<namespace>-review-server``) stores each ReviewTask before storing its
-offset, so a restart never loses a task (redeliveries are deduplicated by task_id). Records
+offset, so a restart never loses a task (redeliveries are deduplicated by task_id). Every
+``CLUSTER_CHECK_SECONDS`` it checks the Kafka cluster id: the embedded broker gets a new id at
+each start (memory storage: a restart loses everything), and the tasks of the old one are
+retired (``ReviewStore.broker_cluster``). Records
 that do not decode as ReviewTasks are counted and skipped: the route agent's dead-letter
 topic is where bad predictions go; a bad task here is a bug upstream, not reviewer work.
 """
@@ -20,6 +23,8 @@ from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK, AvroSerde
 
 log = logging.getLogger(__name__)
+#: How often the feed compares the Kafka cluster id with the one its stored tasks came from.
+CLUSTER_CHECK_SECONDS = 5.0
 
 
 def producer_config(bootstrap: str, security: dict | None = None) -> dict:
@@ -127,8 +132,12 @@ class TaskFeed(threading.Thread):
             self.error = exc
             log.exception("review task feed could not start")
             return
+        next_check = 0.0
         try:
             while not self._stop_event.is_set():
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CLUSTER_CHECK_SECONDS
+                    self.check_cluster(consumer)
                 try:
                     msgs = consumer.consume(500, 0.2)
                 except Exception as exc:
@@ -150,6 +159,22 @@ class TaskFeed(threading.Thread):
                         consumer.store_offsets(m)  # after the tasks are in SQLite
         finally:
             consumer.close()
+
+    def check_cluster(self, consumer) -> int:  # noqa: ANN001
+        """Retire the open tasks of a Kafka cluster that was replaced (see ``ReviewStore.broker_cluster``)."""
+        try:
+            cluster_id = consumer.list_topics(timeout=5).cluster_id
+        except Exception as exc:  # broker unreachable: checked again later
+            log.debug("review task feed: cluster id unknown (%s)", exc)
+            return 0
+        if not cluster_id:
+            return 0
+        retired = self.store.broker_cluster(cluster_id)
+        if retired:
+            log.warning("the Kafka cluster was replaced (its id is now %s): %d waiting tasks came from the old one, "
+                        "whose predictions and join state are gone, so they were retired rather than take answers "
+                        "that could only become orphans", cluster_id, retired)
+        return retired
 
     def _decode(self, msgs: list) -> list[dict]:
         tasks = []

@@ -11,7 +11,8 @@ Same contract as :class:`loopline.connectors.review.store.ReviewStore` (the SQLi
 * the schema is versioned (table ``rs_schema_version``): each process applies the pending
   :data:`_MIGRATIONS` in order under an advisory lock, so an older store is upgraded in place
   (version 2 adds the workbench's ``urgency``/``reason``/``audit`` columns, filled from the stored
-  tasks, and the ``rs_reviewer_answers`` table of the per-reviewer counters).
+  tasks, and the ``rs_reviewer_answers`` table of the per-reviewer counters; version 3 the
+  ``rs_meta`` table holding the Kafka cluster id the tasks came from).
 
 Selected by ``LOOPLINE_REVIEW_DB_URL=postgresql://...`` (see :func:`open_store`).
 """
@@ -69,7 +70,8 @@ _SCHEMA_V2 = [
 ]
 # (version, statements) in order; a store records the highest version applied in rs_schema_version.
 # Version 1 is the schema before versioning (CREATE ... IF NOT EXISTS, so it also adopts such a store).
-_MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA), (2, _SCHEMA_V2)]
+_SCHEMA_V3 = ["CREATE TABLE IF NOT EXISTS rs_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"]
+_MIGRATIONS: list[tuple[int, list[str]]] = [(1, _SCHEMA), (2, _SCHEMA_V2), (3, _SCHEMA_V3)]
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 _LOCK_ID = 7_302_024  # advisory lock held while migrating the schema
 
@@ -176,6 +178,17 @@ class PgReviewStore(ReviewStore):
             cur = self._x("DELETE FROM rs_tasks WHERE task_id IN (SELECT task_id FROM rs_tasks WHERE done = 0 "
                           "ORDER BY urgency DESC, due_by DESC LIMIT %s FOR UPDATE SKIP LOCKED)", (n - self.max_tasks,))
             self._bump("dropped_overflow", cur.rowcount)
+
+    def broker_cluster(self, cluster_id: str) -> int:
+        with self._lock, self._pg.transaction():
+            row = self._x("SELECT value FROM rs_meta WHERE name = 'cluster_id' FOR UPDATE").fetchone()
+            retired = 0
+            if row is not None and row[0] != cluster_id:
+                retired = self._x("DELETE FROM rs_tasks WHERE done = 0").rowcount
+                self._bump("dropped_broker_gone", retired)
+            self._x("INSERT INTO rs_meta VALUES ('cluster_id', %s) ON CONFLICT (name) "
+                    "DO UPDATE SET value = EXCLUDED.value", (cluster_id,))
+            return retired
 
     def expire_leases(self, now: float) -> int:
         with self._lock:

@@ -146,10 +146,12 @@ class _StoreCollector:
         yield from (depth, leased, oldest, past_due)
         yield CounterMetricFamily("loopline_review_lease_expiries", "leases that expired unanswered",
                                   value=self.store.counter("lease_expiries"))
-        dropped = CounterMetricFamily("loopline_review_dropped_tasks", "tasks dropped by the store bounds",
-                                      labels=["reason"])
+        dropped = CounterMetricFamily("loopline_review_dropped_tasks",
+                                      "tasks dropped by the store bounds (ttl, overflow) or retired when the "
+                                      "Kafka cluster was replaced (broker_gone)", labels=["reason"])
         dropped.add_metric(["ttl"], self.store.counter("dropped_ttl"))
         dropped.add_metric(["overflow"], self.store.counter("dropped_overflow"))
+        dropped.add_metric(["broker_gone"], self.store.counter("dropped_broker_gone"))
         yield dropped
 
 
@@ -318,7 +320,9 @@ class ReviewService:
         try:
             return self.store.get(task_id)
         except TaskNotFound:
-            raise ReviewError(404, f"no task {task_id!r} is waiting here") from None
+            why = (" (tasks that were waiting when the Kafka cluster was replaced were retired: their predictions "
+                   "and join state were lost with the old broker)" if self.store.counter("dropped_broker_gone") else "")
+            raise ReviewError(404, f"no task {task_id!r} is waiting here{why}") from None
 
     def labels(self, task: dict) -> list[str]:
         """The labels a correction may choose: the model's declared set, or (undeclared) the labels

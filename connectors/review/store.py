@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE leased_by I
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (done, queue, leased_by, due_by);
 CREATE TABLE IF NOT EXISTS labels (model_name TEXT NOT NULL, label TEXT NOT NULL, PRIMARY KEY (model_name, label));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (id INTEGER PRIMARY KEY AUTOINCREMENT, model_name TEXT NOT NULL,
     predicted_label TEXT NOT NULL, reason TEXT NOT NULL, event_id TEXT NOT NULL, action TEXT NOT NULL,
     corrected_label TEXT, confidence REAL NOT NULL, answered_at REAL NOT NULL);
@@ -174,6 +175,25 @@ class ReviewStore:
                 "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE done = 0 "
                 "ORDER BY urgency DESC, due_by DESC LIMIT ?)", (n - self.max_tasks,))
             self._bump("dropped_overflow", cur.rowcount)
+
+    def broker_cluster(self, cluster_id: str) -> int:
+        """Record the Kafka cluster the tasks come from; returns how many open tasks were retired.
+
+        When the cluster id is another one than the stored one (the embedded broker keeps
+        everything in memory and starts with a new id, so a restart replaced it), every open
+        task is retired: its prediction, decision and join state are gone with the old broker,
+        and an answer to it could only become an orphan dead letter. Counted as
+        ``dropped_broker_gone``. A Kafka cluster keeps its id across restarts: nothing retires.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'cluster_id'").fetchone()
+            retired = 0
+            if row is not None and row[0] != cluster_id:
+                retired = self._db.execute("DELETE FROM tasks WHERE done = 0").rowcount
+                self._bump("dropped_broker_gone", retired)
+            self._db.execute("INSERT INTO meta VALUES ('cluster_id', ?) ON CONFLICT (name) "
+                             "DO UPDATE SET value = excluded.value", (cluster_id,))
+            return retired
 
     def expire_leases(self, now: float) -> int:
         """Return tasks with an expired lease to their queue; how many."""

@@ -46,6 +46,7 @@ test_pg_queues_split_by_tier_and_order_by_priority_then_due_by = sqlite_contract
 test_pg_reviewers_and_passwords = sqlite_contract.test_reviewers_and_passwords
 test_pg_ttl_bound_drops_old_tasks_with_a_counter = sqlite_contract.test_ttl_bound_drops_old_tasks_with_a_counter
 test_pg_unknown_task = sqlite_contract.test_unknown_task
+test_pg_tasks_of_a_replaced_kafka_cluster_are_retired = sqlite_contract.test_tasks_of_a_replaced_kafka_cluster_are_retired
 test_pg_counters_answered_today_and_agreement = workbench.test_counters_answered_today_and_agreement
 test_pg_declared_labels_are_offered_and_same_label_correction_is_refused = workbench.test_declared_labels_are_offered_and_same_label_correction_is_refused
 test_pg_escalation_keeps_its_context_and_sorts_by_its_sla = workbench.test_escalation_keeps_its_context_and_sorts_by_its_sla
@@ -245,7 +246,7 @@ def test_a_store_from_the_previous_version_is_migrated():
         s = PgReviewStore(url)
         try:
             now = time.time()
-            assert s.schema_version() == SCHEMA_VERSION == 2
+            assert s.schema_version() == SCHEMA_VERSION == 3
             assert [t["task_id"] for t in s.waiting("analyst", now)] == ["ev-2:review", "ev-1:review"]
             assert s.count_waiting("analyst", now, QueueFilter(kind="audit", reason="confidence<0.9")) == 1
             assert s.count_waiting("analyst", now, QueueFilter(kind="regular")) == 1
@@ -255,7 +256,7 @@ def test_a_store_from_the_previous_version_is_migrated():
         # no migration runs twice: re-running version 2 with weight 0 would re-rank by due time only
         again = PgReviewStore(url, priority_weight_seconds=0)
         try:
-            assert again.schema_version() == 2
+            assert again.schema_version() == 3
             assert [t["task_id"] for t in again.waiting("analyst", now)] == ["ev-2:review", "ev-3:review",
                                                                               "ev-1:review"]
         finally:

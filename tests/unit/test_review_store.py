@@ -183,3 +183,21 @@ def test_labels_seen_stay_bounded_whatever_producers_send(tmp_path, monkeypatch)
         assert total == 12
     finally:
         s.close()
+
+
+def test_tasks_of_a_replaced_kafka_cluster_are_retired(store):
+    """An embedded broker restarted with an empty memory has a new cluster id: its old tasks can no longer
+    be answered usefully (the join state is gone), so they leave the queues, counted; a stable id keeps them."""
+    for n in (1, 2, 3):
+        store.add_task(task(n), NOW)
+    store.claim("e1:review", "ana", NOW)
+    assert store.broker_cluster("cluster-a") == 0  # first sight: nothing to compare with
+    assert store.broker_cluster("cluster-a") == 0  # a Kafka restart keeps the id
+    store.claim("e2:review", "ana", NOW)
+    store.complete("e2:review", "ana", NOW)
+    assert store.broker_cluster("cluster-b") == 2  # e1 (leased) and e3; e2 was answered
+    assert store.waiting("analyst", NOW) == [] and store.counter("dropped_broker_gone") == 2
+    with pytest.raises(TaskNotFound):
+        store.get("e3:review")
+    store.add_task(task(4), NOW)  # tasks of the new broker are kept
+    assert store.broker_cluster("cluster-b") == 0 and ids(store.waiting("analyst", NOW)) == ["e4:review"]

@@ -49,3 +49,26 @@ def test_stop_terminates_the_child_and_does_not_restart_it():
     sup.stop()
     t.join(10)
     assert result == [0] and sup.restarts == 0 and time.monotonic() - started < 10
+
+
+def test_restart_kills_the_child_runs_the_hook_first_and_is_not_a_crash():
+    log = io.StringIO()
+    order: list[str] = []
+    sup = Supervisor([sys.executable, "-c", "import time; time.sleep(60)"], max_restarts=0, backoff_start=0.01,
+                     log=log)
+    t = threading.Thread(target=sup.run)
+    t.start()
+    deadline = time.monotonic() + 20
+    while sup.pid is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = sup.pid
+    sup.restart("the broker was replaced", hard=True, before_start=lambda: order.append(f"hook, child {sup.pid}"))
+    while (sup.pid is None or sup.pid == first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = sup.pid
+    sup.stop()
+    t.join(20)
+    assert second is not None and second != first
+    assert order == ["hook, child None"]  # the old child was gone before the hook, the new one not started yet
+    assert sup.restarts == 0 and sup.exit_codes == []  # max_restarts=0: a crash would have given up
+    assert "restarted the worker: the broker was replaced" in log.getvalue()
