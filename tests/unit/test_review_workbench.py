@@ -220,3 +220,15 @@ def test_a_store_from_the_previous_version_is_migrated(tmp_path):
     now = time.time()
     assert [t["task_id"] for t in store.waiting("analyst", now)] == ["ev-2:review", "ev-1:review"]
     assert store.count_waiting("analyst", now, QueueFilter(kind="audit", reason="confidence<0.9")) == 1
+
+
+def test_a_task_retired_with_its_broker_is_answered_with_the_reason(svc):
+    svc.store.broker_cluster("loopline-old")
+    svc.store.add_task(task(1), time.time())
+    with pytest.raises(ReviewError) as before:
+        svc.task("nope")
+    assert "Kafka cluster" not in str(before.value)
+    assert svc.store.broker_cluster("loopline-new") == 1
+    with pytest.raises(ReviewError) as info:
+        svc.task(task(1)["task_id"])
+    assert info.value.status == 404 and "Kafka cluster was replaced" in str(info.value)
