@@ -15,7 +15,8 @@ tests/integration/test_faults.py, which asserts on them):
 
 Prints one line per fault: events in, lost, duplicated decisions (at-least-once
 copies; readers dedupe by event_id), dead letters / orphaned answers, training
-examples vs answered tasks, the worst decision latency (time from send to
+examples vs answered tasks, the predictions and answers the workers' statistics counted
+(exactly once each when they equal events in and answered tasks), the worst decision latency (time from send to
 decision: the recovery time of the worst-hit partition), the median latency of
 the same run as its baseline, worker ready times and SIGTERM exit times.
 """
@@ -95,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                     reviewers.stop()
                 t = tally(s, traffic, reviewers, timeout=180)
                 crashed = cluster.crashed()
+                counted, answers = cluster.counted()
             finally:
                 cluster.stop_all()
-            print(f"{name}: {t.line()}; crashed workers {crashed or 'none'}", flush=True)
+            print(f"{name}: {t.line()}; statistics counted {counted} predictions and {answers} answers; "
+                  f"crashed workers {crashed or 'none'}", flush=True)
             print(f"{name}:   {'; '.join(cluster.events)}", flush=True)
     return 0
 

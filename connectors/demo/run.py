@@ -47,7 +47,7 @@ def run_demo(args) -> int:
         bootstrap = base.kafka_bootstrap
     else:
         try:
-            broker = EmbeddedBroker(log_path=out / "broker.log").start()
+            broker = EmbeddedBroker(port=port_or_free(base.broker_port), log_path=out / "broker.log").start()
         except BrokerError as exc:
             print(f"loopline demo: {exc}", file=sys.stderr)
             return 2
