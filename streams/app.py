@@ -34,6 +34,7 @@ from loopline.streams.learning.metrics import LearningMetrics
 from loopline.streams.metrics import WorkerMetrics
 from loopline.streams.publish import PublishAbandoned, Publisher
 from loopline.streams.settings import Settings
+from loopline.streams.stall_guard import register_stall_guard
 
 if TYPE_CHECKING:
     from loopline.processors.feedback.join import FeedbackJoin
@@ -251,6 +252,7 @@ class LooplineWorker:
 
                 register_autonomy(self, app)
         register_lag_metrics(self, app)
+        register_stall_guard(self, app)
         self._register_views(app)
 
         @app.on_rebalance_complete.connect

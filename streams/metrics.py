@@ -148,6 +148,10 @@ class WorkerMetrics:
             "Valid predictions that arrived on a partition other than partition_for(event_id) (murmur2): their "
             "producer does not use Kafka's default partitioner. Still routed and joined (review tasks go to "
             "partition_for(event_id)); see docs/clients.md for the producer setting.", ["model"], registry=r)
+        self.stall_recoveries = Counter(
+            "loopline_partition_stall_recoveries_total",
+            "Assigned input partitions that had records to read but delivered none for 20 s outside a "
+            "rebalance, and were resumed and sought to their position (see streams/stall_guard.py).", registry=r)
         self.watermark_clamps = Counter(
             "loopline_changelog_watermark_clamps_total",
             "Table recoveries where the broker reported a changelog high watermark below the offset this worker "

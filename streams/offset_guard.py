@@ -82,18 +82,6 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     new_offset = Consumer._new_offset
     revoked_hook = Consumer.on_partitions_revoked
 
-    def _epochs(self) -> tuple[dict, dict]:  # noqa: ANN001
-        """(seek epoch per partition, read offset each partition's latest seek set)."""
-        if not hasattr(self, "_loopline_seek_epochs"):
-            self._loopline_seek_epochs, self._loopline_seek_read_offsets = {}, {}
-        return self._loopline_seek_epochs, self._loopline_seek_read_offsets
-
-    def _bump(self, tps) -> None:  # noqa: ANN001
-        epochs, read_offsets = _epochs(self)
-        for tp in tps:
-            epochs[tp] = epochs.get(tp, 0) + 1
-            read_offsets[tp] = self._read_offset.get(tp)
-
     def _bases(self) -> tuple[dict, set]:  # noqa: ANN001
         """(position of partitions without a committed offset, partitions waiting for their first record)."""
         if not hasattr(self, "_loopline_base"):
@@ -206,30 +194,7 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
                     tp.topic, tp.partition, offset_from, offset_to - 1, offset_to)
         # offset_from - 1: Faust's read offset is the next offset after a seek and the last one read
         # otherwise; re-reading one record too many is a harmless duplicate, one too few a loss
-        await _reread_from(self, tp, max(offset_from - 1, 0))
-
-    async def _reread_from(self, tp, offset: int) -> None:  # noqa: ANN001
-        """Seek ``tp`` back, inside the consumer's own thread when it has one.
-
-        Faust's aiokafka driver seeks from the app's event loop (``ThreadDelegateConsumer._seek``
-        calls ``AIOKafkaConsumer.seek`` directly) while aiokafka's prefetch task runs in the
-        consumer thread's loop; a prefetch in flight can then set the position past the seek
-        and the re-read starts after the hole again. Queued on the thread, the seek runs
-        between aiokafka's own steps, which discard prefetched records of a sought partition.
-        """
-        thread = getattr(self, "_thread", None)
-        call = getattr(thread, "call_thread", None)
-        if call is None or not hasattr(thread, "_ensure_consumer"):
-            await self.seek(tp, offset)
-            return
-        consumer = thread._ensure_consumer()
-
-        async def _seek_in_thread() -> None:
-            consumer.seek(tp, offset)
-
-        await call(_seek_in_thread)
-        self._read_offset[tp] = offset if offset else None
-        _bump(self, [tp])
+        await reread(self, tp, max(offset_from - 1, 0))
 
     Consumer.perform_seek = _perform_seek
     Consumer.seek = _seek
@@ -238,3 +203,41 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
     Consumer._new_offset = _strict_new_offset
     Consumer.on_partitions_revoked = _on_partitions_revoked
     Consumer._loopline_offset_guard = True
+
+
+def _epochs(self) -> tuple[dict, dict]:  # noqa: ANN001
+    """(seek epoch per partition, read offset each partition's latest seek set)."""
+    if not hasattr(self, "_loopline_seek_epochs"):
+        self._loopline_seek_epochs, self._loopline_seek_read_offsets = {}, {}
+    return self._loopline_seek_epochs, self._loopline_seek_read_offsets
+
+
+def _bump(self, tps) -> None:  # noqa: ANN001
+    epochs, read_offsets = _epochs(self)
+    for tp in tps:
+        epochs[tp] = epochs.get(tp, 0) + 1
+        read_offsets[tp] = self._read_offset.get(tp)
+
+
+async def reread(self, tp, offset: int) -> None:  # noqa: ANN001
+    """Seek ``tp`` of the Faust consumer ``self`` to ``offset``, inside the consumer's own thread when it has one.
+
+    Faust's aiokafka driver seeks from the app's event loop (``ThreadDelegateConsumer._seek``
+    calls ``AIOKafkaConsumer.seek`` directly) while aiokafka's prefetch task runs in the
+    consumer thread's loop; a prefetch in flight can then set the position past the seek
+    and the re-read starts after the hole again. Queued on the thread, the seek runs
+    between aiokafka's own steps, which discard prefetched records of a sought partition.
+    """
+    thread = getattr(self, "_thread", None)
+    call = getattr(thread, "call_thread", None)
+    if call is None or not hasattr(thread, "_ensure_consumer"):
+        await self.seek(tp, offset)
+        return
+    consumer = thread._ensure_consumer()
+
+    async def _seek_in_thread() -> None:
+        consumer.seek(tp, offset)
+
+    await call(_seek_in_thread)
+    self._read_offset[tp] = offset if offset else None
+    _bump(self, [tp])

@@ -1,0 +1,127 @@
+"""Wake a partition that has records to read but delivers none (issue #16's idle worker).
+
+Seen once in five rolling-SIGTERM runs of the fault suite: after a rebalance a
+worker was assigned two partitions, sought them to their committed offsets and
+then delivered nothing from them, without a log line, until the next
+rebalance. Nothing was lost (the offsets stayed uncommitted) but the decisions
+of those partitions waited. The cause was not found; the likeliest one in
+Faust's consumer is a partition left out of its *active* set (paused during
+the revoke, or taken out when a stream buffer filled) and never put back.
+
+:class:`StallGuard` checks every ``CHECK_SECONDS`` each assigned input
+partition (changelogs excluded) whose read position has not moved for
+``STALL_SECONDS`` while the app is neither rebalancing nor recovering. It asks
+the broker for the partition's end offset; when records lie beyond the
+position (on the embedded broker the end offset is the last batch's base
+offset + 1, so ``end - 1 > last read`` is certain) it logs one line with the
+consumer's state, counts ``loopline_partition_stall_recoveries_total`` and
+wakes the partition: resumes it, resumes the flow, and seeks it to its
+position (in the consumer's thread, like the offset guard's re-reads). The
+seek re-reads at most the records after the last one read: nothing is skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("loopline.stall")
+
+#: A partition whose position has not moved for this long while records wait is woken up.
+STALL_SECONDS = 20.0
+CHECK_SECONDS = 5.0
+
+
+class StallGuard:
+    def __init__(self, app, settings, metrics, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.app = app
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self._since: dict = {}  # tp -> (read offset, monotonic time it was first seen there)
+        self._reader: Any = None  # a group-less confluent_kafka Consumer, made on first use
+
+    def _end_offset(self, tp) -> int | None:  # noqa: ANN001
+        from confluent_kafka import Consumer, TopicPartition
+
+        from loopline.streams.kafka_security import client_config
+
+        if self._reader is None:
+            self._reader = Consumer(client_config(self.settings, {"group.id": "loopline-stall-guard",
+                                                                   "enable.auto.commit": False}))
+        _, high = self._reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5,
+                                                     cached=False)
+        return high if high is not None and high >= 0 else None
+
+    def stalled(self, now: float) -> list:
+        """Assigned input partitions whose position has not moved for ``STALL_SECONDS`` (bookkeeping included)."""
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None or self.app.rebalancing or self.app.tables.recovery.in_recovery:
+            self._since.clear()
+            return []
+        changelogs = self.app.tables.changelog_topics
+        out = []
+        assigned = {tp for tp in consumer.assignment() if tp.topic not in changelogs}
+        for tp in list(self._since):
+            if tp not in assigned:
+                del self._since[tp]
+        for tp in assigned:
+            read = consumer._read_offset.get(tp)
+            seen = self._since.get(tp)
+            if seen is None or seen[0] != read:
+                self._since[tp] = (read, now)
+            elif now - seen[1] >= STALL_SECONDS:
+                out.append(tp)
+        return out
+
+    async def check(self) -> int:
+        """One round; returns how many partitions were woken."""
+        now = self.clock()
+        woken = 0
+        consumer: Any = getattr(self.app, "_consumer", None)
+        for tp in self.stalled(now):
+            read = consumer._read_offset.get(tp)
+            committed = consumer._committed_offset.get(tp)
+            last = read if read is not None else (committed - 1 if committed is not None else None)
+            try:
+                end = await asyncio.to_thread(self._end_offset, tp)
+            except Exception as exc:  # broker unreachable: nothing to decide now
+                log.debug("end offset of %s unknown: %s", tp, exc)
+                continue
+            if end is None or end - 1 <= (last if last is not None else -1):
+                self._since[tp] = (read, now)  # caught up: idle, not stalled
+                continue
+            log.warning("%s[%d] has records up to offset %d but delivered none for %.0fs (last read %s, committed %s, "
+                        "paused %s, active %s, flow %s): waking it", tp.topic, tp.partition, end - 1, STALL_SECONDS,
+                        read, committed, tp in consumer._paused_partitions, tp in consumer._active_partitions,
+                        consumer.flow_active)
+            self.metrics.stall_recoveries.inc()
+            consumer.resume_partitions([tp])
+            if not consumer.flow_active:
+                consumer.resume_flow()
+                self.app.flow_control.resume()
+            from loopline.streams.offset_guard import reread
+
+            await reread(consumer, tp, (last + 1) if last is not None else 0)
+            self._since[tp] = (consumer._read_offset.get(tp), now)
+            woken += 1
+        return woken
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def register_stall_guard(worker, app) -> StallGuard:  # noqa: ANN001
+    guard = StallGuard(app, worker.settings, worker.metrics)
+
+    @app.timer(interval=CHECK_SECONDS)
+    async def wake_stalled_partitions() -> None:
+        try:
+            await guard.check()
+        except Exception:  # the guard must never stop the worker
+            log.exception("stall check failed")
+
+    return guard
