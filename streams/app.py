@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from loopline.processors.policy.policy import Policy, PolicyHolder
 from loopline.processors.routing.router import InputRecord, Router, dead_letter
-from loopline.streams.acks import acked_on_success
+from loopline.streams.acks import acked_on_success, withhold_unacked
 from loopline.streams.confluent import build_serde
 from loopline.streams.control import worker_control_middleware
 from loopline.streams.conventions import apply_conventions
@@ -302,7 +302,9 @@ class LooplineWorker:
                     with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
                         await self.handle_predictions(events)
                 except PublishAbandoned:
-                    log.warning("stopping with %d records unpublished; they stay uncommitted", len(events))
+                    buffered = withhold_unacked(app.consumer, {s.topics.predictions})
+                    log.warning("stopping with %d records unpublished and %d not processed; they stay uncommitted",
+                                len(events), buffered)
                     return
 
     async def handle_predictions(self, events) -> None:

@@ -20,7 +20,8 @@ from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
 from loopline.processors.wire.names import TRAINING_EXAMPLE
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
-from loopline.streams.acks import acked_on_success
+from loopline.streams.acks import acked_on_success, withhold_unacked
+from loopline.streams.publish import PublishAbandoned
 
 log = logging.getLogger("loopline.feedback")
 
@@ -80,8 +81,12 @@ def register_feedback(worker, app: faust.App) -> None:
     @app.agent(source, name="loopline.feedback")
     async def feedback(stream):
         async for events in stream.take_events(500, within=0.05):
-            with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
-                await handle_feedback(worker, events)
+            try:
+                with acked_on_success(events):  # an interrupted batch is not acknowledged (streams/acks.py)
+                    await handle_feedback(worker, events)
+            except PublishAbandoned:  # stopping: what is buffered stays uncommitted too, so the stop is prompt
+                withhold_unacked(app.consumer, {names.review_analyst, names.review_escalation, names.corrections})
+                return
 
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from loopline.processors.routing.router import InputRecord
-from loopline.streams.acks import acked_on_success
+from loopline.streams.acks import acked_on_success, withhold_unacked
 from loopline.streams.kafka_security import kafka_security
 from loopline.streams.learning.kafka_io import read_to_end
 from loopline.streams.learning.runtime import LearnerRuntime
@@ -125,7 +125,8 @@ def register_learner(worker, app: faust.App) -> None:
             try:
                 with acked_on_success(events):  # stopping mid-publish leaves the batch unacknowledged
                     await handle(recs)
-            except PublishAbandoned:
+            except PublishAbandoned:  # stopping: what is buffered stays uncommitted too, so the stop is prompt
+                withhold_unacked(app.consumer, set(source.topics))
                 return
             except Exception:  # a bug must not stop learning; the records stay on the topic for a rebuild
                 log.exception("learning failed for a batch of %d records", len(recs))

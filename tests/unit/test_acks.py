@@ -46,3 +46,21 @@ def test_interrupted_batch_is_not_acknowledged(interruption):
         raise interruption()
     take_finally(events, consumer)
     assert consumer.acked == []  # the committer stops before offset 0: the next owner reads them again
+
+
+def test_a_stopping_agent_withholds_what_its_stream_still_buffers():
+    """Faust's wait_empty waits for every delivered message: the ones an agent that stopped will never
+    process are withheld (not committed), those of other topics and the acknowledged ones are left alone."""
+    from loopline.streams.acks import withhold_unacked
+
+    mine = [ConsumerMessage("t.predictions", 0, off, 0.0, 0, None, b"k", b"v", None) for off in (5, 6)]
+    other = ConsumerMessage("t.corrections", 0, 9, 0.0, 0, None, b"k", b"v", None)
+    done = ConsumerMessage("t.predictions", 1, 3, 0.0, 0, None, b"k", b"v", None)
+    done.acked = True
+    consumer = SimpleNamespace(_unacked_messages={*mine, other, done})
+    assert withhold_unacked(consumer, {"t.predictions"}) == 2
+    assert all(m.acked for m in mine) and not other.acked
+    ledger = Consumer()
+    for m in (*mine, other):  # Faust's own ack: the withheld offsets never reach the commit bookkeeping
+        m.ack(ledger)
+    assert ledger.acked == [9]
