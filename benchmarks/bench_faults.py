@@ -1,7 +1,7 @@
 """Faults under steady traffic, counted from the topics: events in / lost / duplicated / orphaned / recovery.
 
     .venv/bin/python -m benchmarks.bench_faults [--events N] [--rate R] [--faults kill9,sigterm,members,join]
-                                               [--session-timeout S]
+                                               [--session-timeout S] [--waiting-ttl S]
 
 Starts the embedded broker, then for each fault a fresh topic namespace and two
 ``loopline worker`` processes in one group (agents route,feedback), a producer
@@ -71,13 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--faults", default="kill9,sigterm,members,join")
     p.add_argument("--session-timeout", type=float, default=None, help="LOOPLINE_SESSION_TIMEOUT_SECONDS")
+    p.add_argument("--waiting-ttl", type=float, default=Settings().waiting_ttl_seconds,
+                   help="LOOPLINE_WAITING_TTL_SECONDS: how long an answer waits for its task (the test suite uses 30 s; "
+                        "under a backlog longer than this, answers become orphans)")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     print(f"# {args.events} events at {args.rate:.0f}/s per fault; logs in {tmp}", flush=True)
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         for name in args.faults.split(","):
             ns = f"bf{uuid.uuid4().hex[:8]}"
-            update = {"agents": "route,feedback", "waiting_ttl_seconds": 30.0, "feedback_expiry_interval_seconds": 1.0}
+            update = {"agents": "route,feedback", "waiting_ttl_seconds": args.waiting_ttl,
+                      "feedback_expiry_interval_seconds": 1.0}
             if args.session_timeout:
                 update["session_timeout_seconds"] = args.session_timeout
             s = Settings(kafka_bootstrap=broker.bootstrap, topic_namespace=ns, app_id=f"{ns}-worker",
