@@ -75,13 +75,16 @@ def test_rolling_sigterm(cluster):
 
 
 def test_membership_changes_within_a_minute(cluster):
-    traffic = Traffic(cluster.settings, n=3000, rate=100)
+    """The issue's scale storm, at CI size: +w3, +w4, -w3, -w4 within a minute under traffic."""
+    traffic = Traffic(cluster.settings, n=3500, rate=100)
     traffic.start()
     time.sleep(3)
     cluster.start("w3")
-    time.sleep(6)
+    cluster.start("w4")
+    time.sleep(2)
     cluster.terminate("w3")
-    check("+w3 -w3", cluster, traffic)
+    cluster.terminate("w4")
+    check("+w3 +w4 -w3 -w4", cluster, traffic)
 
 
 def test_kill_9_of_the_join_owner_while_reviewers_answer(cluster):
