@@ -10,7 +10,7 @@ tests/integration/test_faults.py, which asserts on them):
 
 * ``kill9``   kill -9 one worker three times (alternating), each restarted at once;
 * ``sigterm`` rolling SIGTERM of both workers, each restarted;
-* ``members`` a third worker joins and leaves within a minute;
+* ``members`` a third and a fourth worker join, then both leave (four membership changes);
 * ``join``    kill -9 of a worker holding half the feedback join while reviewers answer every task.
 
 Prints one line per fault: events in, lost, duplicated decisions (at-least-once
@@ -53,11 +53,13 @@ def scenario(name: str, cluster: Cluster, args) -> tuple[Traffic, Reviewers | No
             time.sleep(pause)
             cluster.terminate(victim)
             cluster.start(victim)
-    elif name == "members":
+    elif name == "members":  # four membership changes, as tests/integration/test_faults.py
         time.sleep(pause)
         cluster.start("w3")
+        cluster.start("w4")
         time.sleep(pause)
         cluster.terminate("w3")
+        cluster.terminate("w4")
     elif name == "join":
         time.sleep(2 * pause)
         cluster.kill("w1")
