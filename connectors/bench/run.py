@@ -235,7 +235,7 @@ def run_bench(args) -> int:
     tmp.mkdir(exist_ok=True)
     serde = AvroSerde(SchemaCatalogue.load())
     rows: dict[str, dict] = {}
-    with EmbeddedBroker(log_path=out / "broker.log") as broker:
+    with EmbeddedBroker(port=args.broker_port, log_path=out / "broker.log") as broker:
         b = broker.bootstrap
         print(f"[bench] embedded broker {b}; preparing {n:,} events ...", flush=True)
         events = _events(n)
@@ -249,9 +249,9 @@ def run_bench(args) -> int:
             ("aiokafka getmany(5000) + decode [ceiling]", lambda: _child(["-m", "loopline.connectors.bench.peers", "aiokafka", b, single.topics.predictions, str(n), str(parts)])),
             ("confluent-kafka consume(5000) + decode", lambda: _child(["-m", "loopline.connectors.bench.peers", "confluent", b, single.topics.predictions, str(n), str(parts)])),
             ("Faust take(2000, 0.2) + decode", lambda: _child(["-m", "loopline.connectors.bench.peers", "faust-take", b, single.topics.predictions, str(n), str(parts)])),
-            ("Quix Streams sdf.update + decode [peer]", lambda: _quix(b, single.topics.predictions, n)),
+            (PEER, lambda: _quix(b, single.topics.predictions, n)),
             ("naive Faust agent, per event, full work", lambda: _child(["-m", "loopline.connectors.bench.peers", "faust-naive", b, single.topics.predictions, str(min(n, 20_000)), str(parts)])),
-            ("Loopline full path, batched records", lambda: _worker_row(batched, serde, n, tmp)),
+            (ROUTE_ONLY, lambda: _worker_row(batched, serde, n, tmp)),
             ("Loopline full path, single-event records", lambda: _worker_row(single, serde, n, tmp)),
             ("Loopline batched, route + feedback agents in one process",
              lambda: _worker_row(batched_rf, serde, n, tmp)),
@@ -269,7 +269,7 @@ def run_bench(args) -> int:
             rows[name] = fn() or {"error": "no result"}
             r = rows[name]
             print(f"        {r.get('rate', 0):,.0f}/s" if "rate" in r else f"        {r['error']}", flush=True)
-        full = rows["Loopline full path, batched records"].get("rate")
+        full = rows[ROUTE_ONLY].get("rate")
         extra = {}
         if full:
             print("[bench] latency at 50% of the sustained batched rate ...", flush=True)
@@ -278,9 +278,53 @@ def run_bench(args) -> int:
         if not args.quick:
             print("[bench] worker RSS at 100k and 1M events ...", flush=True)
             extra["rss"] = _rss(_settings(b, "rss", parts, tmp), serde, 1_000_000, tmp)
-    _print(rows, extra, n)
+    if args.json:
+        for row in json_rows(rows, extra):
+            print(json.dumps(row), flush=True)
+    else:
+        _print(rows, extra, n)
     (out / "bench.json").write_text(json.dumps({"events": n, "rows": rows, **extra}, indent=2))
     return 0
+
+
+ROUTE_ONLY = "Loopline full path, batched records"
+PEER = "Quix Streams sdf.update + decode [peer]"
+
+
+def json_rows(rows: dict, extra: dict) -> list[dict]:
+    """``loopline bench --json``: one object per row with the same keys (``None`` where a row does not measure it).
+
+    ``ratio_to_route_only`` divides by the route-only worker's rate (batched records),
+    ``ratio_to_peer`` by Quix Streams' on the same records in the same run.
+
+    >>> rows = {ROUTE_ONLY: {"rate": 50_000.0, "cpu_us": 12.0}, PEER: {"rate": 25_000.0, "cpu_us": 20.0},
+    ...         "broken": {"error": "no result"}}
+    >>> out = json_rows(rows, {"latency": {"rate": 25_000.0, "p50_ms": 300.0, "p99_ms": 800.0, "events": 9},
+    ...                        "rss": {"rss_mb_at_100000": 99.0}})
+    >>> [(r["name"], r["ratio_to_route_only"], r["ratio_to_peer"]) for r in out][:2]
+    [('Loopline full path, batched records', 1.0, 2.0), ('Quix Streams sdf.update + decode [peer]', 0.5, 1.0)]
+    >>> out[2]["error"], out[3]["p99_ms"], out[4]["rss_mib"]
+    ('no result', 800.0, 99.0)
+    """
+    base = rows.get(ROUTE_ONLY, {}).get("rate")
+    peer = rows.get(PEER, {}).get("rate")
+
+    def row(name: str, rate: float | None = None, cpu: float | None = None, **more) -> dict:
+        return {"name": name, "predictions_per_s": rate, "cpu_us_per_prediction": cpu,
+                "ratio_to_route_only": round(rate / base, 3) if rate and base else None,
+                "ratio_to_peer": round(rate / peer, 3) if rate and peer else None,
+                "p50_ms": None, "p99_ms": None, "rss_mib": None, **more}
+
+    out = []
+    for name, r in rows.items():
+        out.append(row(name, r.get("rate"), r.get("cpu_us")) if "rate" in r else row(name, error=r.get("error")))
+    if "latency" in extra:
+        lat = extra["latency"]
+        out.append(row(f"produce-to-decision latency at {lat['rate']:,.0f}/s (50% of route-only)", lat["rate"],
+                       p50_ms=lat["p50_ms"], p99_ms=lat["p99_ms"]))
+    for key, mib in (extra.get("rss") or {}).items():
+        out.append(row(f"route worker RSS after {int(key.rsplit('_', 1)[1]):,} predictions", rss_mib=mib))
+    return out
 
 
 def _quix(bootstrap: str, topic: str, n: int) -> dict:

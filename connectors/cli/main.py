@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--events", type=int, default=200_000)
     be.add_argument("--partitions", type=int, default=4)
     be.add_argument("--quick", action="store_true")
+    be.add_argument("--json", action="store_true", help="print one JSON object per row instead of the table")
+    be.add_argument("--broker-port", type=int, default=0, help="port of the bench's embedded broker (0: a free one)")
     be.set_defaults(func=cmd_bench)
     from loopline.connectors.audit.cli import add_audit_commands
     from loopline.connectors.cli.drift import add_drift_commands
