@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from loopline.processors.quality.autopilot import Autopilot
 from loopline.processors.quality.reliability import CalibrationTracker
 from loopline.processors.quality.slices import SliceStats
+from loopline.processors.wire.partitioning import partition_for
 
 log = logging.getLogger("loopline.calibration")
 OVERLAY = "autopilot"
@@ -58,8 +59,9 @@ class CalibrationRuntime:
     def __init__(self, holder, registry: CollectorRegistry, drift_active: Callable[[str], bool] = lambda m: False,
                  window_ms: int | None = None, model_label: Callable[[str], str] = str,
                  seen_capacity: int = 200_000, autopilot_specs: dict | None = None,
-                 slice_specs: dict | None = None, max_slice_series: int = 200) -> None:
+                 slice_specs: dict | None = None, max_slice_series: int = 200, partitions: int = 1) -> None:
         self.holder = holder
+        self.partitions = partitions
         # explicit specs (model -> spec) win over the policy file's; for embedding and tests
         self._ap_specs = autopilot_specs or {}
         self._slice_specs = slice_specs or {}
@@ -68,7 +70,11 @@ class CalibrationRuntime:
         specs = [self.spec_for(m) for m in self.configured_models()]
         minutes = max([s.window_minutes for s in specs if s is not None] or [60.0])
         self.window_ms = window_ms or int(minutes * 60_000)
-        self.tracker = CalibrationTracker(window_ms=self.window_ms)
+        #: one tracker per input partition (of the event's id), saved with that partition's statistics
+        #: (``attach`` on WorkerStats): outcomes survive a crash and move with the partition
+        self.trackers: dict[int, CalibrationTracker] = {}
+        self._merged: CalibrationTracker | None = None
+        self.keeps: Callable[[int], bool] = lambda p: True  # the worker's: False for a revoked partition
         self.slices = SliceStats(self.slices_for, window_ms=self.window_ms)
         self.autopilot = Autopilot(self.spec_for, drift_active)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -134,8 +140,46 @@ class CalibrationRuntime:
                 self._seen.popitem(last=False)
             fresh.append(e)
         if fresh:
-            self.tracker.update_examples(fresh, self.class_offset)
+            groups: dict[int, list[dict]] = {}
+            for e in fresh:
+                groups.setdefault(partition_for(e["event_id"].encode(), self.partitions), []).append(e)
+            for p, rows in groups.items():
+                if self.keeps(p):
+                    self._tracker(p).update_examples(rows, self.class_offset)
+            self._merged = None
             self.slices.update_examples(fresh, self.class_offset)
+
+    # ------------------------------------------------------------ per partition
+    @property
+    def tracker(self) -> CalibrationTracker:
+        """This worker's partitions merged (what the autopilot, the metrics and ``GET /stats`` read)."""
+        if self._merged is None:
+            merged = CalibrationTracker(window_ms=self.window_ms)
+            for p in sorted(self.trackers):
+                merged.merge(self.trackers[p])
+            self._merged = merged
+        return self._merged
+
+    def _tracker(self, p: int) -> CalibrationTracker:
+        t = self.trackers.get(p)
+        if t is None:
+            t = self.trackers[p] = CalibrationTracker(window_ms=self.window_ms)
+        return t
+
+    def state_of(self, p: int) -> dict | None:
+        t = self.trackers.get(p)
+        return None if t is None else t.to_state()
+
+    def restore(self, p: int, state: dict | None) -> None:
+        if state:
+            self.trackers[p] = CalibrationTracker.from_state(state)
+        else:
+            self.trackers.pop(p, None)
+        self._merged = None
+
+    def drop(self, p: int) -> None:
+        self.trackers.pop(p, None)
+        self._merged = None
 
     def on_route(self, result) -> None:
         """Route hook: slice volume and routed share of every routed frame."""
@@ -216,8 +260,11 @@ def register_calibration(worker, app) -> CalibrationRuntime:
     """Attach calibration, slices and the autopilot to ``worker`` (run it where the feedback agent runs)."""
     rt = CalibrationRuntime(worker.policy, worker.metrics.registry, drift_reader(worker),
                             model_label=worker.metrics.model_label,
-                            max_slice_series=worker.settings.slice_series_max)
+                            max_slice_series=worker.settings.slice_series_max, partitions=worker.settings.partitions)
     worker.calibration = rt
+    if worker.stats is not None:  # outcomes saved with each partition's statistics (counted once, kept on a crash)
+        worker.stats.attach("calibration", "feedback", rt)
+        rt.keeps = lambda p: worker.stats.keeps("feedback", p)
     worker.example_hooks.append(rt.on_examples)
     worker.route_hooks.append(rt.on_route)
     worker.stats_providers["calibration"] = rt.stats

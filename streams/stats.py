@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -91,6 +92,8 @@ class WorkerStats:
         self.released: set[str] = set()
         self._roles = {s.topics.predictions: "route", s.topics.corrections: "feedback",
                        s.topics.review_analyst: "feedback", s.topics.review_escalation: "feedback"}
+        #: (name, role, owner): more per-partition state saved in the same table value (see attach)
+        self.attached: list[tuple[str, str, Any]] = []
         app._loopline_commit_ceiling = self.commit_ceiling  # read by streams/offset_guard.py
         app._loopline_on_hole = self.on_hole
 
@@ -132,6 +135,9 @@ class WorkerStats:
                                 key)
             st = TierStats.from_state(state) if state else TierStats()
             self.parts[key] = st
+            for name, r, owner in self.attached:
+                if r == role:
+                    owner.restore(partition, (state or {}).get(name))
             counted = (state or {}).get(COUNTED) or {}
             for topic, r in self._roles.items():
                 if r == role:
@@ -150,6 +156,20 @@ class WorkerStats:
                 if c is not None and (mark is None or mark < c):
                     return True
         return False
+
+    def attach(self, name: str, role: str, owner: Any) -> None:
+        """Save ``owner``'s state of each ``role`` partition ("route" or "feedback") with its statistics.
+
+        ``owner.state_of(p) -> dict | None``, ``owner.restore(p, state | None)`` (on loading the
+        partition) and ``owner.drop(p)`` (on its revocation). Saved in the same table value as the
+        statistics and the counted offsets, so it counts each event once as they do
+        (calibration: streams/quality.py).
+        """
+        self.attached.append((name, role, owner))
+
+    def keeps(self, role: str, partition: int) -> bool:
+        """False for a partition revoked and not assigned again (a batch still in flight must not count it)."""
+        return self._keys[(role, partition)] not in self.released
 
     def load(self, assigned) -> None:
         """Bring the saved statistics of newly assigned input partitions into memory."""
@@ -256,6 +276,11 @@ class WorkerStats:
                 counted[topic] = mark.to_state()
                 self.saved[(topic, p)] = mark.key()
         state[COUNTED] = counted
+        for name, r, owner in self.attached:
+            if r == role:
+                extra = owner.state_of(p)
+                if extra is not None:
+                    state[name] = extra
         self.table[key.encode()] = state
         self.dirty.discard(key)
 
@@ -273,6 +298,11 @@ class WorkerStats:
             self.parts.pop(key, None)
         for tp in revoked:  # the counted offsets are restored from the table on the next assignment
             self.marks.pop((tp.topic, tp.partition), None)
+        for key in gone:
+            role, _, rest = key.partition(":")
+            for _name, r, owner in self.attached:
+                if r == role:
+                    owner.drop(int(rest.split("~", 1)[0]))
 
     # ------------------------------------------------------------------ reading
     def merged(self) -> TierStats:

@@ -178,3 +178,49 @@ def test_a_record_delivered_twice_in_one_take_counts_once():
     w = Worker({})
     w.process(recs[:3] + recs[2:4])  # the re-read after a hole starts one record early
     assert w.counted() == 4 * PER_RECORD
+
+
+def test_calibration_outcomes_are_saved_with_the_statistics_and_counted_once_after_a_crash():
+    from prometheus_client import CollectorRegistry
+
+    from loopline.processors.policy.policy import Policy, PolicyHolder
+    from loopline.processors.wire.partitioning import partition_for
+    from loopline.streams.quality import CalibrationRuntime
+    from tests.unit.test_autopilot_runtime import POLICY, traffic
+
+    holder = PolicyHolder(Policy.from_toml(POLICY))
+    _, examples = traffic(holder, n=2000)
+    answers = SETTINGS.topics.corrections
+    offsets: dict[int, int] = {}
+    recs = []  # one correction record per example, on its event's partition
+    for ex in examples:
+        p = partition_for(ex["event_id"].encode(), SETTINGS.partitions)
+        recs.append((InputRecord(b"", answers, p, offsets.setdefault(p, 0)), ex))
+        offsets[p] += 1
+
+    def worker(table):
+        stats = WorkerStats(SimpleNamespace(settings=SETTINGS, policy=holder), FakeApp(table), 5.0)
+        rt = CalibrationRuntime(holder, CollectorRegistry(), partitions=SETTINGS.partitions)
+        stats.attach("calibration", "feedback", rt)
+        stats.load([TP(answers, p) for p in range(SETTINGS.partitions)])
+        return stats, rt
+
+    def process(stats, rt, batch):
+        replayed, fresh = stats.split([r for r, _ in batch])
+        counted = [ex for r, ex in batch if r in fresh]
+        stats.on_examples(counted)
+        rt.on_examples(counted)
+        stats.counted(fresh)
+
+    table: dict = {}
+    stats, rt = worker(table)
+    process(stats, rt, recs[:700])
+    process(stats, rt, recs[700:])
+    total = int(rt.tracker.cell("fraud").n.sum())
+    assert total == len(examples)
+    stats2, rt2 = worker(table)  # kill -9, then the partitions are assigned again
+    assert int(rt2.tracker.cell("fraud").n.sum()) == total
+    process(stats2, rt2, recs[500:])  # records after the last commit are read again
+    assert int(rt2.tracker.cell("fraud").n.sum()) == total
+    stats2.release([TP(answers, p) for p in range(SETTINGS.partitions)])
+    assert rt2.trackers == {}
