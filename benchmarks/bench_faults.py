@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             create_topics(broker.bootstrap, s.topics.all(), s.partitions, compacted=s.topics.compacted())
             cluster = Cluster(s, tmp / name)
             (tmp / name).mkdir()
+            cluster.supervise()
             try:
                 cluster.start("w1")
                 cluster.start("w2")

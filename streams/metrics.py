@@ -151,7 +151,8 @@ class WorkerMetrics:
         self.stall_recoveries = Counter(
             "loopline_partition_stall_recoveries_total",
             "Assigned input partitions that had records to read but delivered none for 20 s outside a "
-            "rebalance, and were resumed and sought to their position (see streams/stall_guard.py).", registry=r)
+            "rebalance: woken (resumed, sought to the committed offset), and counted again when the worker "
+            "then gives up and exits for its supervisor (see streams/stall_guard.py).", registry=r)
         self.watermark_clamps = Counter(
             "loopline_changelog_watermark_clamps_total",
             "Table recoveries where the broker reported a changelog high watermark below the offset this worker "

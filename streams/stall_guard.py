@@ -16,8 +16,14 @@ position (on the embedded broker the end offset is the last batch's base
 offset + 1, so ``end - 1 > last read`` is certain) it logs one line with the
 consumer's state, counts ``loopline_partition_stall_recoveries_total`` and
 wakes the partition: resumes it, resumes the flow, and seeks it to its
-position (in the consumer's thread, like the offset guard's re-reads). The
-seek re-reads at most the records after the last one read: nothing is skipped.
+committed offset (in the consumer's thread, like the offset guard's re-reads;
+records between the committed and the read offset are read again: at-least-once,
+and the statistics skip them). If the partition is still silent at the next
+check, the worker cannot go on: it crashes with one sentence (exit 3, see
+``streams/lifecycle.py``) so that its supervisor (``loopline up``, systemd,
+Kubernetes) restarts it and the group hands the partition to a fresh consumer.
+Seen in CI: a woken partition stayed silent (paused False, active True, flow
+True), so the fetcher itself did not fetch it.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ class StallGuard:
         self.metrics = metrics
         self._since: dict = {}  # tp -> (read offset, monotonic time it was first seen there)
         self._reader: Any = None  # a group-less confluent_kafka Consumer, made on first use
+        self._woken: set = set()  # partitions woken and not seen delivering since
 
     def _end_offset(self, tp) -> int | None:  # noqa: ANN001
         from confluent_kafka import Consumer, TopicPartition
@@ -59,6 +66,7 @@ class StallGuard:
         consumer = getattr(self.app, "_consumer", None)
         if consumer is None or self.app.rebalancing or self.app.tables.recovery.in_recovery:
             self._since.clear()
+            self._woken.clear()
             return []
         changelogs = self.app.tables.changelog_topics
         out = []
@@ -71,6 +79,8 @@ class StallGuard:
             seen = self._since.get(tp)
             if seen is None or seen[0] != read:
                 self._since[tp] = (read, now)
+                if seen is not None:
+                    self._woken.discard(tp)  # it delivered: the wake worked
             elif now - seen[1] >= STALL_SECONDS:
                 out.append(tp)
         return out
@@ -91,7 +101,15 @@ class StallGuard:
                 continue
             if end is None or end - 1 <= (last if last is not None else -1):
                 self._since[tp] = (read, now)  # caught up: idle, not stalled
+                self._woken.discard(tp)
                 continue
+            if tp in self._woken:  # woken once already and still nothing: this worker cannot go on
+                reason = (f"{tp.topic}[{tp.partition}] stopped delivering records after a rebalance and did not "
+                          f"recover when woken; exiting so that a supervisor restarts the worker")
+                log.error(reason)
+                self.metrics.stall_recoveries.inc()
+                await self.app.crash(PartitionStalled(reason))
+                return woken
             log.warning("%s[%d] has records up to offset %d but delivered none for %.0fs (last read %s, committed %s, "
                         "paused %s, active %s, flow %s): waking it", tp.topic, tp.partition, end - 1, STALL_SECONDS,
                         read, committed, tp in consumer._paused_partitions, tp in consumer._active_partitions,
@@ -103,8 +121,11 @@ class StallGuard:
                 self.app.flow_control.resume()
             from loopline.streams.offset_guard import reread
 
-            await reread(consumer, tp, (last + 1) if last is not None else 0)
+            # from the committed offset: nothing unprocessed can lie below it (the read offset means
+            # "last read" or, after a seek, "next to read", so it cannot say which record comes next)
+            await reread(consumer, tp, committed if committed is not None else (last + 1 if last is not None else 0))
             self._since[tp] = (consumer._read_offset.get(tp), now)
+            self._woken.add(tp)
             woken += 1
         return woken
 
@@ -112,6 +133,10 @@ class StallGuard:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+class PartitionStalled(Exception):
+    """A partition stayed silent with records waiting, even after it was woken."""
 
 
 def register_stall_guard(worker, app) -> StallGuard:  # noqa: ANN001

@@ -35,11 +35,37 @@ SERDE = AvroSerde(SchemaRegistry.load())
 class Cluster:
     """Workers ``w1..wn`` of one group, each with its own port, data dir and log (appended across restarts)."""
 
+    #: the one sentence of a worker that gives up on a partition that stopped delivering (streams/stall_guard.py)
+    STALL_EXIT = "stopped delivering records after a rebalance"
+
     def __init__(self, settings, tmp: Path) -> None:
         self.settings = settings
         self.tmp = tmp
         self.workers: dict[str, WorkerProcess] = {}
         self.events: list[str] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+
+    def supervise(self) -> None:
+        """Restart a worker that exits 3 *because a partition stopped delivering*, as a supervisor does.
+
+        That exit is the designed way out of that fault (streams/stall_guard.py); any other exit of
+        a worker stays a failure of the test (``crashed``).
+        """
+        def loop() -> None:
+            while not self._stop.wait(0.5):
+                with self._lock:
+                    for name, w in list(self.workers.items()):
+                        if w.proc is None or w.proc.poll() != 3 or w._log is None:
+                            continue
+                        log = (self.tmp / f"{name}.log").read_text(errors="replace")
+                        if self.STALL_EXIT in log.rsplit("control plane", 1)[-1]:
+                            w.stop()
+                            self.events.append(f"{name} exited 3 (a partition stopped delivering) and was "
+                                               f"restarted, as its supervisor would")
+                            self.start(name)
+
+        threading.Thread(target=loop, name="supervisor", daemon=True).start()
 
     def start(self, name: str) -> WorkerProcess:
         w = self.workers.get(name)
@@ -88,6 +114,7 @@ class Cluster:
         return events, answers
 
     def stop_all(self) -> None:
+        self._stop.set()
         for w in self.workers.values():
             w.stop()
 

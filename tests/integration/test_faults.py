@@ -4,7 +4,9 @@ Every case counts from the topics read from offset 0 until silence (faults_harne
 and asserts: no prediction without a decision (decisions deduplicated by event_id), no dead
 letter (so no orphaned answer), every answered task has its training example, the workers'
 per-tier statistics count every prediction and every answer exactly once, and no worker
-that was not the target of the fault stopped — recovery without a manual restart.
+that was not the target of the fault stopped — recovery without a manual restart (the harness
+restarts, as a supervisor would, only a worker that exits 3 because a partition stopped
+delivering: streams/stall_guard.py; it is printed among the events).
 Duplicated decisions are allowed (at-least-once) and printed.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ def cluster(loopline_settings, tmp_path):
     s = loopline_settings.model_copy(update={
         "agents": "route,feedback", "waiting_ttl_seconds": 30.0, "feedback_expiry_interval_seconds": 1.0})
     c = Cluster(s, tmp_path)
+    c.supervise()
     try:
         c.start("w1")
         c.start("w2")

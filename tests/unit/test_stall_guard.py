@@ -38,9 +38,14 @@ class FakeConsumer:
 
 def guard(ends: dict) -> tuple[StallGuard, FakeConsumer, SimpleNamespace]:
     consumer = FakeConsumer()
+    crashes: list = []
+
+    async def crash(reason):
+        crashes.append(str(reason))
+
     app = SimpleNamespace(_consumer=consumer, rebalancing=False, flow_control=SimpleNamespace(resume=lambda: None),
                           tables=SimpleNamespace(recovery=SimpleNamespace(in_recovery=False),
-                                                 changelog_topics={CHANGELOG.topic}))
+                                                 changelog_topics={CHANGELOG.topic}), crash=crash, crashes=crashes)
     metrics = SimpleNamespace(stall_recoveries=Counter("stalls", "", registry=CollectorRegistry()))
     g = StallGuard(app, None, metrics)
     g._end_offset = ends.get
@@ -52,7 +57,7 @@ def test_a_partition_with_unread_records_is_woken_and_an_idle_one_is_left_alone(
     g.clock = iter([0.0, STALL_SECONDS + 1]).__next__  # P0: records up to 59, read up to 41; P1: nothing after 9
     assert asyncio.run(g.check()) == 0  # first sight: positions noted
     assert asyncio.run(g.check()) == 1
-    assert consumer.seeks == [(P0, 42)]  # from the record after the last one read: nothing skipped
+    assert consumer.seeks == [(P0, 30)]  # from the committed offset: nothing unprocessed is skipped
     assert P0 in consumer._active_partitions and P0 not in consumer._paused_partitions
     assert g.metrics.stall_recoveries._value.get() == 1
 
@@ -66,3 +71,23 @@ def test_nothing_happens_while_positions_move_or_the_app_rebalances():
     assert asyncio.run(g.check()) == 0
     app.rebalancing = False
     assert asyncio.run(g.check()) == 0 and consumer.seeks == []  # the clock starts again after a rebalance
+
+
+def test_a_partition_still_silent_after_the_wake_crashes_the_worker_for_its_supervisor():
+    g, consumer, app = guard({P0: 60, P1: 10})
+    g.clock = iter([0.0, STALL_SECONDS + 1, 2 * STALL_SECONDS + 2]).__next__
+    asyncio.run(g.check())
+    assert asyncio.run(g.check()) == 1 and app.crashes == []  # woken
+    assert asyncio.run(g.check()) == 0  # still nothing a stall period after the wake
+    assert len(app.crashes) == 1 and "supervisor restarts the worker" in app.crashes[0]
+
+
+def test_a_woken_partition_that_delivers_is_not_crashed():
+    g, consumer, app = guard({P0: 60, P1: 10})
+    g.clock = iter([0.0, STALL_SECONDS + 1, 2 * STALL_SECONDS + 2, 3 * STALL_SECONDS + 3]).__next__
+    asyncio.run(g.check())
+    asyncio.run(g.check())  # woken
+    consumer._read_offset[P0] = 45  # it delivered
+    asyncio.run(g.check())
+    asyncio.run(g.check())
+    assert app.crashes == []
