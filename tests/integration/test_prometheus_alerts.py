@@ -362,6 +362,7 @@ def test_alerts_fire_and_resolve_on_a_real_prometheus(loopline_settings, tmp_pat
         # worker down: stop it while predictions keep arriving, then start it again
         watch = AlertWatch(prom, "LooplineWorkerDown", rules)
         worker.stop()
+        watch.cause_at = time.time()  # the worker is down from here (its SIGTERM stop takes 1.5-3 s)
         watch.follow_to_firing(timeout=watch.for_s + 30)
         assert watch.for_s - INTERVAL / 2 <= watch.firing_at - watch.active_at <= watch.for_s + 3 * INTERVAL
         assert watch.pending_at - watch.cause_at <= 2 * INTERVAL + 1.0  # the next scrape fails at once
