@@ -84,6 +84,7 @@ class WorkerStats:
         self.dirty: set[str] = set()
         self._keys = {(role, p): aligned_key(role, p, s.partitions)
                       for role in ("route", "feedback") for p in range(s.partitions)}
+        self._role_partition = {key: rp for rp, key in self._keys.items()}
         self.flushed_at = 0.0
         #: (input topic, partition) -> the offsets counted into its statistics, and what the last save recorded
         self.marks: dict[tuple[str, int], CountedOffsets] = {}
@@ -186,7 +187,7 @@ class WorkerStats:
         for r in records:
             role = self._roles.get(r.topic)
             if role:
-                if self._keys[(role, r.partition)] in self.released:
+                if not self.keeps(role, r.partition):
                     replayed.append(r)  # revoked: the next owner counts it
                     continue
                 self._get(role, r.partition)  # restores the partition's counted offsets
@@ -236,7 +237,7 @@ class WorkerStats:
     def on_routed(self, result) -> None:
         """Route hook: add every routed frame to its partition's statistics (columns, one call per frame)."""
         for r in result.routed:
-            if self._keys[("route", r.partition)] in self.released:
+            if not self.keeps("route", r.partition):
                 continue  # revoked while the batch was published: the next owner counts it
             key, st = self._get("route", r.partition)
             st.update_routed(r.frame, r.decisions)
@@ -249,7 +250,7 @@ class WorkerStats:
             groups.setdefault(partition_for(ex["event_id"].encode(), self.partitions), []).append(ex)
         policy = self.worker.policy.policy
         for p, rows in groups.items():
-            if self._keys[("feedback", p)] in self.released:
+            if not self.keeps("feedback", p):
                 continue  # revoked while the batch was published: the next owner counts it
             key, st = self._get("feedback", p)
             st.update_examples(rows, positive_label=lambda m: policy.model(m).positive_label,
@@ -267,8 +268,7 @@ class WorkerStats:
 
     def _save(self, key: str, st: TierStats) -> None:
         state = st.to_state()
-        role, _, rest = key.partition(":")
-        p = int(rest.split("~", 1)[0])
+        role, p = self._role_partition[key]
         counted = {}
         for topic, r in self._roles.items():
             mark = self.marks.get((topic, p)) if r == role else None
@@ -299,10 +299,10 @@ class WorkerStats:
         for tp in revoked:  # the counted offsets are restored from the table on the next assignment
             self.marks.pop((tp.topic, tp.partition), None)
         for key in gone:
-            role, _, rest = key.partition(":")
+            role, p = self._role_partition[key]
             for _name, r, owner in self.attached:
                 if r == role:
-                    owner.drop(int(rest.split("~", 1)[0]))
+                    owner.drop(p)
 
     # ------------------------------------------------------------------ reading
     def merged(self) -> TierStats:
