@@ -4,9 +4,9 @@ Seen once in five rolling-SIGTERM runs of the fault suite: after a rebalance a
 worker was assigned two partitions, sought them to their committed offsets and
 then delivered nothing from them, without a log line, until the next
 rebalance. Nothing was lost (the offsets stayed uncommitted) but the decisions
-of those partitions waited. The cause was not found; the likeliest one in
-Faust's consumer is a partition left out of its *active* set (paused during
-the revoke, or taken out when a stream buffer filled) and never put back.
+of those partitions waited. The cause was not found; it is not Faust's
+bookkeeping (the CI occurrence below logged the partitions as unpaused, active,
+with the flow on).
 
 :class:`StallGuard` checks every ``CHECK_SECONDS`` each assigned input
 partition (changelogs excluded) whose read position has not moved for
