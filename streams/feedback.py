@@ -149,7 +149,8 @@ async def handle_feedback(worker, events) -> None:
     outputs: list[OutputRecord] = []
     counts = {"joined": 0, "duplicate": 0, "tasks": 0}
     examples: list[dict] = []  # the ones the example hooks (statistics, calibration, ...) have not counted
-    batch_ids: set[str] = set()  # correction ids of this batch, recorded as seen once published
+    joined_by_task = False
+    batch_ids: dict[str, dict] = {}  # correction id -> its record, recorded as seen once published
     records = [InputRecord(e.message.value, e.message.topic, e.message.partition, e.message.offset,
                            list(e.message.headers or ()), e.message.key) for e in events]
     replayed, fresh = worker.stats.split(records) if worker.stats is not None else ([], records)
@@ -160,14 +161,15 @@ async def handle_feedback(worker, events) -> None:
             if name == REVIEW_TASK:
                 out = join.on_task(obj, now_ms)
                 counts["tasks"] += 1
+                joined_by_task = joined_by_task or bool(out.examples)
             elif name == CORRECTION:
                 if obj["correction_id"] in batch_ids:
                     counts["duplicate"] += 1
                     continue
-                out = join.on_correction(obj, now_ms, {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-                                         mark_seen=False)
+                where = {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset}
+                out = join.on_correction(obj, now_ms, where, mark_seen=False)
                 if not out.duplicates:
-                    batch_ids.add(obj["correction_id"])
+                    batch_ids[obj["correction_id"]] = where
             else:
                 raise UnexpectedTypeError(f"{name} does not belong on {rec.topic}")
         except DecodeError as exc:
@@ -186,8 +188,11 @@ async def handle_feedback(worker, events) -> None:
             outputs.append(OutputRecord("training", ex["model_name"].encode(), serde.encode(TRAINING_EXAMPLE, ex)))
             counts["joined"] += 1
     await worker.publish(outputs)
-    for cid in batch_ids:  # after the examples are on the broker: a crash before this replays, never loses
-        join.mark_seen(cid, now_ms)
+    # After the examples are on the broker: a crash before this replays, never loses. The seen entry
+    # names the record, so a replay of the same record after a crash re-emits its example even if the
+    # entry was saved and the statistics were not: the record is fresh to them and they count it then.
+    for cid, where in batch_ids.items():
+        join.mark_seen(cid, now_ms, where)
     if examples:
         for hook in worker.example_hooks:
             try:
@@ -195,8 +200,8 @@ async def handle_feedback(worker, events) -> None:
             except Exception:  # an extension's bug must not stop the join
                 log.exception("example hook %r failed", hook)
                 metrics.processing_errors.labels("example_hook").inc()
-    if worker.stats is not None:
-        worker.stats.counted(fresh)
+    if worker.stats is not None:  # answers joined by their task's record are not emitted by its replay
+        worker.stats.counted(fresh, save_now=joined_by_task)
     for outcome in ("joined", "duplicate"):
         if counts[outcome]:
             metrics.corrections.labels(outcome).inc(counts[outcome])

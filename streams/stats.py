@@ -23,9 +23,13 @@ the worker never commits the partition's input offset past the saved ``next``
 (a commit ceiling, ``streams/offset_guard.py``; the state is saved just in time,
 in the commit itself, and Faust flushes the changelog before it commits). So
 after a crash the input resumes at or below ``next``, replays are skipped and
-nothing counted is lost. Summaries of answers are saved as soon as they are
-counted, right after the join marks the answers seen (the join will not emit
-them again): the one window left is a crash between those two changelog writes.
+nothing counted is lost. Answers follow the same rule: the join remembers which
+record each correction id came in and re-emits the example when that record is
+read again, so a correction the statistics had not saved before a crash is
+counted on its replay, whatever the join had saved. An answer that came before
+its task is joined by the task's record, which a replay does not join again:
+those batches are saved at once (``counted(..., save_now=True)``), leaving the
+window between two changelog writes for that case only.
 A summary older than the committed offset (the embedded broker leaves a
 changelog's tail in Faust's recovery buffer) is detected and read again after
 applying that tail.
@@ -199,16 +203,20 @@ class WorkerStats:
             fresh.append(r)
         return replayed, fresh
 
-    def counted(self, records: list) -> None:
-        """Mark ``records`` counted (fresh ones, processed and published; dead letters too)."""
-        feedback = set()
+    def counted(self, records: list, save_now: bool = False) -> None:
+        """Mark ``records`` counted (fresh ones, processed and published; dead letters too).
+
+        ``save_now``: save their partitions' statistics at once instead of at the next flush
+        or commit — for examples that a replay of their record would not emit again.
+        """
+        now = set()
         for r in records:
             mark, key = self.marks.get((r.topic, r.partition)), self._key_of(r)
             if mark is not None and key not in self.released:
                 mark.add(r.offset)
-                if self._roles[r.topic] == "feedback" and key in self.dirty:
-                    feedback.add(key)
-        for key in feedback:  # answers counted: saved now, as the join will not emit them again
+                if save_now and key in self.dirty:
+                    now.add(key)
+        for key in now:
             self._save(key, self.parts[key])
 
     def on_hole(self, tp, start: int, end: int) -> None:  # noqa: ANN001

@@ -11,7 +11,10 @@ corrections (co-partitioned, keyed by event_id) — the hot path never touches i
   and is joined when the task arrives;
 * a correction whose task never arrives within the TTL is an **orphan**
   (dead letter, error class ``orphan``), as is one for a task already expired;
-* a correction id seen before is a duplicate and is dropped (counted);
+* a correction id seen before in *another* record is a duplicate and is dropped
+  (counted); the *same* record read again (a replay after a crash, located by
+  topic/partition/offset kept with the id) re-emits its example, so whatever
+  counts the examples of records it had not saved before the crash still gets it;
 * the state is capped as well as TTL-bound (``max_entries`` each for pending
   tasks, waiting event_ids and seen ids; producers and reviewer tools choose
   the keys): over the cap the entries closest to expiry go first — a dropped
@@ -111,11 +114,11 @@ class FeedbackJoin:
         """
         out = JoinOutput()
         cid = correction["correction_id"]
-        if cid in self.seen:
+        if cid in self.seen and not _same_record(self.seen[cid], source):
             out.duplicates += 1
             return out
         if mark_seen:
-            self.mark_seen(cid, now_ms)
+            self.mark_seen(cid, now_ms, source)
         event_id = correction["event_id"]
         entry = self.pending.get(event_id)
         if entry is not None:
@@ -130,9 +133,15 @@ class FeedbackJoin:
             self.waiting[event_id] = items
         return out
 
-    def mark_seen(self, correction_id: str, now_ms: int) -> None:
-        """Remember ``correction_id`` (bounded by the longer TTL); later copies count as duplicates."""
-        self.seen[correction_id] = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
+    def mark_seen(self, correction_id: str, now_ms: int, source: dict | None = None) -> None:
+        """Remember ``correction_id`` (bounded by the longer TTL) and the record it came in.
+
+        Later copies in other records count as duplicates; the same record read again
+        (``source`` equal) is joined again, idempotently (see :meth:`on_correction`).
+        """
+        expires_at = now_ms + max(self.pending_ttl_ms, self.waiting_ttl_ms)
+        self.seen[correction_id] = expires_at if source is None else \
+            [expires_at, source["topic"], source["partition"], source["offset"]]
 
     def expire(self, now_ms: int) -> JoinOutput:
         """Join waiting corrections whose task is pending now; drop expired state; expired waiting
@@ -165,7 +174,7 @@ class FeedbackJoin:
                 del self.waiting[event_id]
             elif len(keep) != len(items):
                 self.waiting[event_id] = keep
-        for cid in [k for k, exp in list(self.seen.items()) if exp <= now_ms]:
+        for cid in [k for k, v in list(self.seen.items()) if _expiry(v) <= now_ms]:
             del self.seen[cid]
         if self.max_entries:
             dropped = self._cap(self.pending, lambda v: v["expires_at"])
@@ -173,7 +182,7 @@ class FeedbackJoin:
                 self._evicted_ids[event_id] = None
             while len(self._evicted_ids) > max(self.max_entries, 10_000):
                 del self._evicted_ids[next(iter(self._evicted_ids))]
-            out.evicted = len(dropped) + len(self._cap(self.seen, lambda v: v))
+            out.evicted = len(dropped) + len(self._cap(self.seen, _expiry))
             for event_id in self._cap(self.waiting, lambda items: min(i["expires_at"] for i in items),
                                       drop=False):
                 for item in self.waiting.pop(event_id) or []:  # never silently: each becomes an orphan
@@ -217,6 +226,17 @@ class FeedbackJoin:
             "prediction": task["prediction"],
         })
         return {**entry, "answers": answers}
+
+
+def _expiry(seen_value: int | list) -> int:
+    """A ``seen`` entry is ``expires_at`` or ``[expires_at, topic, partition, offset]``."""
+    return seen_value if isinstance(seen_value, int) else int(seen_value[0])
+
+
+def _same_record(seen_value: int | list, source: dict | None) -> bool:
+    """Whether ``source`` is the record the seen correction id came in (a replay of it)."""
+    return (source is not None and not isinstance(seen_value, int)
+            and list(seen_value[1:]) == [source["topic"], source["partition"], source["offset"]])
 
 
 def _slim_task(task: dict) -> dict:

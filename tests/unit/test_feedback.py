@@ -147,3 +147,18 @@ def test_no_cap_by_zero():
     for i in range(50):
         j.on_task(task(300 + i), 1000)
     assert j.expire(1100).evicted == 0 and len(j.pending) == 50
+
+
+def test_a_replay_of_the_same_record_re_emits_its_example_and_a_copy_in_another_record_is_a_duplicate():
+    j, t = join(), task(41)
+    j.on_task(t, 0)
+    at = {"topic": "loopline.corrections", "partition": 2, "offset": 7}
+    assert len(j.on_correction(corr(t, "c1"), 1, at).examples) == 1
+    again = j.on_correction(corr(t, "c1"), 2, dict(at))  # read again after a crash
+    assert len(again.examples) == 1 and again.duplicates == 0
+    assert len(j.pending[t["event_id"]]["answers"]) == 1  # the answer itself is kept once
+    copy = j.on_correction(corr(t, "c1"), 3, {**at, "offset": 8})  # the same answer sent twice
+    assert copy.examples == [] and copy.duplicates == 1
+    j.seen["old"] = 5  # an entry saved by an earlier version (expiry only) still expires
+    j.expire(10_000_000)
+    assert not j.seen
