@@ -77,6 +77,9 @@ class CalibrationRuntime:
         self.keeps: Callable[[int], bool] = lambda p: True  # the worker's: False for a revoked partition
         self.slices = SliceStats(self.slices_for, window_ms=self.window_ms)
         self.autopilot = Autopilot(self.spec_for, drift_active)
+        #: ``(event_id, correction_id) -> bool | None``: whether that answer is the event's first labelled
+        #: one, from state that survives a crash (the worker's join); None falls back to ``_seen``
+        self.first_labelled: Callable[[str, str], bool | None] = lambda event_id, correction_id: None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_capacity = seen_capacity
         self._due: dict[str, float] = {}
@@ -133,12 +136,16 @@ class CalibrationRuntime:
                 fresh.append(e)  # counts as an answer for label coverage, not as an outcome
                 continue
             eid = e["event_id"]
-            if eid in self._seen:
-                continue
-            self._seen[eid] = None
-            if len(self._seen) > self._seen_capacity:
-                self._seen.popitem(last=False)
-            fresh.append(e)
+            cid = e.get("correction_id")
+            first = None if cid is None else self.first_labelled(eid, cid)
+            if first is None:  # not known to the join (tests, embedding): the first seen by this process
+                first = eid not in self._seen
+            if eid not in self._seen:
+                self._seen[eid] = None
+                if len(self._seen) > self._seen_capacity:
+                    self._seen.popitem(last=False)
+            if first:
+                fresh.append(e)
         if fresh:
             groups: dict[int, list[dict]] = {}
             for e in fresh:
@@ -262,6 +269,8 @@ def register_calibration(worker, app) -> CalibrationRuntime:
                             model_label=worker.metrics.model_label,
                             max_slice_series=worker.settings.slice_series_max, partitions=worker.settings.partitions)
     worker.calibration = rt
+    if getattr(worker, "join", None) is not None:  # the join's pending answers survive a crash; a set would not
+        rt.first_labelled = worker.join.first_labelled
     if worker.stats is not None:  # outcomes saved with each partition's statistics (counted once, kept on a crash)
         worker.stats.attach("calibration", "feedback", rt)
         rt.keeps = lambda p: worker.stats.keeps("feedback", p)

@@ -143,6 +143,24 @@ class FeedbackJoin:
         self.seen[correction_id] = expires_at if source is None else \
             [expires_at, source["topic"], source["partition"], source["offset"]]
 
+    def first_labelled(self, event_id: str, correction_id: str) -> bool | None:
+        """Whether ``correction_id`` is the first answer that gave ``event_id`` a label (None: not known here).
+
+        Read from the pending entry, which the changelog keeps, so the answer is the same when
+        the example is emitted again after a crash: calibration counts each event once, with
+        this answer, across restarts (an in-memory set of events would start empty).
+        """
+        entry = self.pending.get(event_id)
+        if entry is None:
+            return None
+        for a in entry["answers"]:
+            labelled = a["action"] in ("approve", "override") and a.get("corrected_label") is not None
+            if a.get("correction_id") == correction_id:
+                return labelled
+            if labelled:
+                return False
+        return None
+
     def expire(self, now_ms: int) -> JoinOutput:
         """Join waiting corrections whose task is pending now; drop expired state; expired waiting
         corrections become orphans.

@@ -305,3 +305,40 @@ def test_an_answer_whose_seen_mark_was_saved_and_whose_statistics_were_not_is_co
     assert answered(w3) == 40
     ids = [o for o in published if o.role == "training"]
     assert len(ids) == 40 + 40 + 5  # each replay re-emits its example (at-least-once); the copy emits none
+
+
+def test_calibration_keeps_the_first_labelled_answer_per_event_across_a_restart():
+    """Which answer is an event's first labelled one comes from the join's saved pending answers,
+    not from a set that a restarted worker starts without."""
+    from prometheus_client import CollectorRegistry
+
+    from loopline.processors.feedback.join import FeedbackJoin
+    from loopline.processors.policy.policy import Policy, PolicyHolder
+    from loopline.streams.quality import CalibrationRuntime
+    from tests.unit.test_autopilot_runtime import POLICY
+    from tests.unit.test_feedback import corr, task
+
+    holder = PolicyHolder(Policy.from_toml(POLICY))
+    state: tuple[dict, dict, dict] = ({}, {}, {})  # pending, waiting, seen: kept by their changelogs
+
+    def runtime():
+        j = FeedbackJoin(*state, pending_ttl_ms=600_000, waiting_ttl_ms=600_000)
+        rt = CalibrationRuntime(holder, CollectorRegistry())
+        rt.first_labelled = j.first_labelled
+        return j, rt
+
+    def outcomes(rt) -> int:
+        return int(rt.tracker.cell("fraud").n.sum())
+
+    t = task(7)
+    j, rt = runtime()
+    j.on_task(t, 0)
+    rt.on_examples(j.on_correction(corr(t, "c1", "unsure", None), 1).examples)  # no label: no outcome
+    rt.on_examples(j.on_correction(corr(t, "c2", "override", "fraud"), 2).examples)  # the first labelled
+    assert outcomes(rt) == 1
+    rt.on_examples(j.on_correction(corr(t, "c3", "approve", "legit"), 3).examples)
+    assert outcomes(rt) == 1
+    j2, rt2 = runtime()  # the worker restarts: a later answer to the same event is not a first one
+    rt2.on_examples(j2.on_correction(corr(t, "c4", "override", "fraud"), 4).examples)
+    assert outcomes(rt2) == 0
+    assert j2.first_labelled(t["event_id"], "c2") is True and j2.first_labelled(t["event_id"], "c3") is False
