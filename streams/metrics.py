@@ -105,6 +105,10 @@ class WorkerMetrics:
                                    ["model"], registry=r)
         self.decisions = Counter("loopline_decisions_total", "Routing decisions published, by model and tier.",
                                  ["model", "tier"], registry=r)
+        self.served_by_challenger = Counter(
+            "loopline_served_by_challenger_total",
+            "Auto-tier decisions served by the model's promoted challenger instead of the producer's prediction.",
+            ["model"], registry=r)
         self.review_tasks = Counter("loopline_review_tasks_total", "Review tasks published, by tier.",
                                     ["tier"], registry=r)
         self.dead_letters = Counter("loopline_dead_letters_total",
@@ -173,6 +177,9 @@ class WorkerMetrics:
             self.predictions.labels(m).inc(n)
         for cls, n in result.dead_by_class.items():
             self.dead_letters.labels(topic, cls).inc(n)
+        for r in getattr(result, "routed", ()):
+            if r.served is not None:
+                self.served_by_challenger.labels(self.model_label(r.frame.model_name)).inc(len(r.served.labels))
         for model, n in getattr(result, "mispartitioned", {}).items():
             self.mispartitioned.labels(self.model_label(model)).inc(n)
         tasks = {"review": 0, "escalate": 0}

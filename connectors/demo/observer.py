@@ -48,6 +48,8 @@ class Observer(threading.Thread):
         self.tier = np.full(n, -1, dtype=np.int8)
         self.confidence = np.zeros(n, dtype=np.float32)
         self.pred_fraud = np.zeros(n, dtype=bool)
+        self.served_fraud = np.zeros(n, dtype=bool)  # the label the decision served (a promoted challenger's or the producer's)
+        self.by_challenger = np.zeros(n, dtype=bool)
         self.true_fraud = np.zeros(n, dtype=bool)
         self.amount = np.zeros(n, dtype=np.float32)
         self.reviewed = np.full(n, -1, dtype=np.int8)  # -1 none, 0 legit, 1 fraud
@@ -105,6 +107,8 @@ class Observer(threading.Thread):
             self.tier[i] = code
             self.confidence[i] = d["confidence"]
             self.pred_fraud[i] = d["predicted_label"] == "fraud"
+            self.served_fraud[i] = (d.get("served_label") or d["predicted_label"]) == "fraud"
+            self.by_challenger[i] = d.get("served_by", "producer") != "producer"
             sec[code] += 1
             self.decided += 1
 

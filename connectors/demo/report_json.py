@@ -5,9 +5,12 @@ from wall-clock moments:
 
 * ``human_share`` — human tasks (audits included) per event sent;
 * ``errors_answered_share`` — producer-model errors a human answered;
-* ``errors_served_share`` — producer-model errors served unchanged: the worker
-  serves the producer's prediction unless a review or escalation answer
-  replaced it (an audit checks an auto decision after it was served);
+* ``errors_served_share`` — producer-model errors served unchanged: an
+  auto-tier decision serves what its decision record says (``served_label``: the
+  producer's prediction, or the promoted challenger's label), a review or
+  escalation serves the human's answer when there is one (an audit checks an
+  auto decision after it was served);
+* ``served_by_challenger_share`` — decided events a promoted challenger served;
 * ``served_f1_by_cycle`` / ``producer_f1_by_cycle`` — fraud F1 of the served and
   of the producer's decisions over three equal stretches of events after each
   change point (``feature_shift``, ``concept_change``);
@@ -51,7 +54,8 @@ def report_fields(obs, summary: dict, team: dict | None = None) -> dict:
     prod = obs.pred_fraud[:n]
     answered = obs.reviewed[:n] >= 0
     before_serving = answered & np.isin(obs.tier[:n], (REVIEW, ESCALATE))
-    served = np.where(before_serving, obs.reviewed[:n] == 1, prod)
+    by_model = getattr(obs, "served_fraud", obs.pred_fraud)[:n]
+    served = np.where(before_serving, obs.reviewed[:n] == 1, by_model)
     wrong = decided & (prod != true)
     shift, drift = int(summary["shift_at"]), int(summary["drift_at"])
     f1s: dict = {"served": {}, "producer": {}}
@@ -68,6 +72,8 @@ def report_fields(obs, summary: dict, team: dict | None = None) -> dict:
         "human_share": obs.tasks / max(n, 1),
         "errors_answered_share": float((wrong & answered).sum() / max(wrong.sum(), 1)),
         "errors_served_share": float((wrong & (served == prod)).sum() / max(wrong.sum(), 1)),
+        "served_by_challenger_share": float((decided & getattr(obs, "by_challenger", np.zeros(n, bool))[:n]).sum()
+                                            / max(int(decided.sum()), 1)),
         "served_f1_by_cycle": f1s["served"], "producer_f1_by_cycle": f1s["producer"],
         "served_fp": fp_served, "producer_fp": fp_prod,
         "served_fp_change": (fp_served - fp_prod) / fp_prod if fp_prod else None,

@@ -12,7 +12,11 @@ For each example, in order (``learn_batch``):
 7. over the reviewer's rate limit or influence cap → ``held``;
 8. progressive validation (test-then-train): champion (the producer's
    prediction) and challenger are scored on the example *before* the
-   challenger and the override-risk model learn it, weighted by reputation → ``learned``.
+   challenger and the override-risk model learn it, weighted by reputation → ``learned``;
+   audits of the auto tier (random, so representative of what the model serves alone)
+   also go to the :class:`~loopline.processors.learning.serving.ServingController`,
+   whose stage travels in the challenger's snapshot metrics (``serving.stage``) to the
+   route workers, which let the challenger serve auto-tier decisions from ``share`` on.
 
 Nothing here draws random numbers except the seeded challenger, so the same
 examples in the same order give the same models (deterministic rebuild).
@@ -29,6 +33,7 @@ from loopline.processors.learning.gate import PromotionGate, in_holdout
 from loopline.processors.learning.guards import AnswerLedger, RateGuard, Reputation
 from loopline.processors.learning.linear import LinearModel
 from loopline.processors.learning.pipelines import make_challenger
+from loopline.processors.learning.serving import STAGES, ServingController
 from loopline.processors.learning.window import RollingQuality, champion_view
 
 log = logging.getLogger("loopline.learning")
@@ -57,6 +62,8 @@ class LearnerConfig:
     gate_metric: str = "f1"
     gate_max_logloss_increase: float = 0.1
     gold_max: int = 100_000
+    serving_min_examples: int = 200
+    serving_share: float = 0.25
 
 
 @dataclass
@@ -86,6 +93,24 @@ class ModelLearner:
         self.outcomes: Counter = Counter()
         self.examples_seen = 0
         self.versions: dict[str, int] = {}
+        self._serving: ServingController | None = None
+
+    @property
+    def serving(self) -> ServingController:
+        """Which model serves auto-tier events, judged on audits (built lazily: older snapshots lack it)."""
+        if getattr(self, "_serving", None) is None:
+            c = self.config
+            self._serving = ServingController(
+                positive=c.positive_label, min_examples=getattr(c, "serving_min_examples", 200),
+                window=max(2 * getattr(c, "serving_min_examples", 200), 400), share=getattr(c, "serving_share", 0.25),
+                gate=self._serving_gate)
+        return self._serving
+
+    def _serving_gate(self) -> bool:
+        """The promotion gate on gold holdout items when there are any; without gold items the reviewers'
+        reputation and rate guards (steps 6-7) are what stands between a poisoned label and serving."""
+        passed, _ = self.gate.evaluate()
+        return passed or not self.gate.quality
 
     # ----------------------------------------------------------------- inputs
     def add_gold(self, event_id: str, label: str) -> None:
@@ -159,6 +184,11 @@ class ModelLearner:
         p = self.risk.predict_proba_one(xr)
         self.risk_quality.update("override" if overridden else "keep", "override" if p >= 0.5 else "keep",
                                  p if overridden else 1.0 - p)
+        if ex.get("audit") and ex["tier"] == "auto":  # held out: the challenger has not learned this event yet
+            change = self.serving.observe(label, ch_label, pred["predicted_label"], position=self.examples_seen)
+            if change is not None:
+                log.warning("serving of %s: %s -> %s (%s)", self.model_name, change.old, change.new,
+                            ", ".join(f"{k} {v:.3f}" for k, v in change.evidence.items()))
         self.challenger.learn_one(x, label, weight, probs)
         self.risk.learn_one(xr, overridden, weight)
 
@@ -183,6 +213,8 @@ class ModelLearner:
             out[f"override_risk.{k}"] = float(v)
         passed, _ = self.gate.evaluate()
         out["gate.passed"] = 1.0 if passed else 0.0
+        out["serving.stage"] = float(STAGES.index(self.serving.stage))
+        out["serving.share"] = float(self.serving.share)
         for k, v in self.gate.report().items():
             out[f"holdout.{k}.{self.gate.metric}"] = float(v[self.gate.metric])
         return out
@@ -203,6 +235,9 @@ class ModelLearner:
                 "quality": {f"{r}.{t}": q.report() for (r, t), q in sorted(self.quality.items())},
                 "override_risk": self.risk_quality.report(),
                 "gate": {"passed": passed, "reasons": reasons, "holdout": self.gate.report()},
+                "serving": {**self.serving.status(), "history": [
+                    {"from": c.old, "to": c.new, "at_example": c.position, **c.evidence}
+                    for c in list(self.serving.changes)[-20:]]},
                 "reviewers": self.reputation.report(),
                 "held_by_reviewer": dict(self.rate.held_by_reviewer),
                 "features_dropped": self.features_dropped()}

@@ -13,7 +13,9 @@ import numpy as np
 
 from loopline.processors.errors import ModelLimitError
 from loopline.processors.learning.features import example_features, frame_matrix, risk_features
+from loopline.processors.learning.serving import STAGES, share_unit
 from loopline.processors.learning.snapshot import load_model
+from loopline.processors.routing.router import Served
 
 
 class _Slot:
@@ -62,6 +64,38 @@ class RiskScorer:
         if s is None or s.export is None:
             return None
         return s.export.predict_proba(frame_matrix(frame, s.export.names))
+
+    def serving_stage(self, model: str) -> tuple[str, float, _Slot | None]:
+        """(stage, share, challenger slot) as the newest challenger snapshot of ``model`` carries them."""
+        slot = self.slots.get((model, "challenger"))
+        if slot is None:
+            return "champion", 0.0, None
+        code = int(slot.metrics.get("serving.stage", 0.0))
+        stage = STAGES[code] if 0 <= code < len(STAGES) else "champion"
+        return stage, float(slot.metrics.get("serving.share", 0.0)), slot
+
+    def serve_frame(self, frame, auto: np.ndarray) -> Served | None:
+        """The auto-tier rows of ``frame`` the challenger serves now (None: the producer serves them all).
+
+        ``share``: the rows whose :func:`share_unit` of ``event_id`` is below the share (the same
+        events at every worker and on every replay); ``full``: every auto-tier row. A row the
+        challenger cannot label (``None``) stays the producer's.
+        """
+        stage, share, slot = self.serving_stage(frame.model_name)
+        if slot is None or stage not in ("share", "full") or not auto.any():
+            return None
+        mask = auto.copy()
+        if stage == "share":
+            mask &= np.fromiter((share_unit(e) < share for e in frame.event_ids), dtype=bool, count=frame.n)
+        labels = []
+        for i in np.flatnonzero(mask).tolist():
+            x = example_features(frame.row(i))
+            label = slot.obj.predict_one(slot.obj.predict_proba_one(x))
+            if label is None:
+                mask[i] = False
+            else:
+                labels.append(str(label))
+        return Served(f"challenger:v{slot.version}", mask, labels) if labels else None
 
     def _online(self, model: str) -> _Slot | None:
         return self.slots.get((model, "champion")) or self.slots.get((model, "challenger"))

@@ -67,7 +67,8 @@ class StageChange:
     evidence: dict = field(default_factory=dict)
 
 
-def _unit(event_id: str) -> float:
+def share_unit(event_id: str) -> float:
+    """A number in [0, 1) fixed by ``event_id``: the events with one below the share are the challenger's."""
     h = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8, person=b"serving").digest(), "big")
     return h / 2.0**64
 
@@ -93,7 +94,8 @@ class ServingController:
         self.resamples = resamples
         self._rng = np.random.default_rng(seed)
         self.stage = "champion"
-        self.changes: list[StageChange] = []
+        self.changes: deque[StageChange] = deque(maxlen=100)  # the latest; bounded even if the stage flaps
+        self.moves = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -168,17 +170,18 @@ class ServingController:
                                                           "rollback": float(new == "champion")})
         self.stage = new
         self.changes.append(change)
+        self.moves += 1
         self._reset()
         return change
 
     def serve(self, event_id: str) -> str:
         """Which model serves ``event_id`` now: ``"challenger"`` or ``"champion"``."""
-        if self.stage == "full" or (self.stage == "share" and _unit(event_id) < self.share):
+        if self.stage == "full" or (self.stage == "share" and share_unit(event_id) < self.share):
             return "challenger"
         return "champion"
 
     def status(self) -> dict:
-        r = {"stage": self.stage, "n": self._n, "changes": len(self.changes)}
+        r = {"stage": self.stage, "n": self._n, "changes": getattr(self, "moves", len(self.changes))}
         if self._n:
             r["challenger"] = self._ch.report()[self.metric]
             r["champion"] = self._ca.report()[self.metric]

@@ -141,7 +141,10 @@ def decide_group(mp: ModelPolicy, version: str, cols: Columns, now_ms: int, salt
             codes[audited & band] = R_OVERSAMPLE
             codes[audited & ~band] = R_AUDIT
     propensity = np.where(auto, rate, 1.0)
-    urgency = np.rint((1.0 - conf) * 100.0).astype(np.int32)
+    # urgency: the expected error in percent — the producer's own doubt, and once the learning loop has an
+    # override-risk model, the chance a human overturns the prediction (noisy-or, as ReviewCapacity's value)
+    wrong = 1.0 - conf if risk is None else 1.0 - conf * (1.0 - np.clip(risk, 0.0, 1.0))
+    urgency = np.rint(wrong * 100.0).astype(np.int32)
     esc = tiers == ESCALATE
     human = ~auto | audited
     base = np.where(esc, mp.escalate_priority, np.where(tiers == REVIEW, mp.review_priority, mp.audit_priority))

@@ -31,8 +31,12 @@ audits), the second for new-version review — so a replay of the same events in
 the same order gives identical decisions (budgets run on event time).
 
 Priority (higher is more urgent) = the tier's ``priority`` (escalate 200,
-review 100, audit 0 by default) + ``round(100 * (1 - confidence))``; 0 when no
-task is created. ``due_by_ms`` = ``now_ms`` + the tier's SLA (audit tasks use
+review 100, audit 0 by default) + the expected error in percent:
+``round(100 * (1 - confidence))``, or once the learning loop's override-risk model
+is in use ``round(100 * (1 - confidence * (1 - override_risk)))``; 0 when no
+task is created. The review store orders each queue by due time less a weight
+per priority point (``connectors/review/store.py``), so within an SLA the team's
+capacity goes to the likeliest errors first. ``due_by_ms`` = ``now_ms`` + the tier's SLA (audit tasks use
 the review SLA); 0 when no task is created.
 
 The policy lives in five small modules: :mod:`loopline.processors.policy.model` (the

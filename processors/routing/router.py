@@ -73,12 +73,27 @@ class OutputRecord:
 
 
 @dataclass(slots=True)
+class Served:
+    """Which events of a frame a challenger serves (the producer serves the rest).
+
+    ``by`` names it (``challenger:<version>``), ``mask`` marks its rows (auto-tier rows
+    only: a human decides the others), ``labels`` holds its label for each marked row,
+    in row order.
+    """
+
+    by: str
+    mask: np.ndarray
+    labels: list[str]
+
+
+@dataclass(slots=True)
 class Routed:
     """One frame of valid predictions with the policy's decisions (for statistics and drift)."""
 
     frame: PredictionFrame
     decisions: FrameDecisions
     partition: int
+    served: Served | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +116,10 @@ class Policy(Protocol):
 
 class RiskScorer(Protocol):
     def score_frame(self, frame: PredictionFrame) -> np.ndarray | None: ...
+
+
+class Server(Protocol):
+    def serve_frame(self, frame: PredictionFrame, auto: np.ndarray) -> Served | None: ...
 
 
 class InsightsProvider(Protocol):
@@ -147,6 +166,8 @@ class Router:
         self.partitions = partitions
         #: also one row-wise ``RoutingDecision`` per prediction (role ``decision_events``, key event_id)
         self.decision_events = decision_events
+        #: hot-swappable: which auto-tier events a promoted challenger serves (docs/loop.md); None: the producer
+        self.server: Server | None = None
 
     def route(self, records: Sequence[InputRecord], now_ms: int | None = None) -> RouteResult:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -217,13 +238,14 @@ class Router:
         else:
             decisions = self.policy.decide_frame(frame, now_ms, override_risk=risk)
         result.decided += frame.n
-        result.routed.append(Routed(frame, decisions, partition))
+        served = self.server.serve_frame(frame, decisions.tiers == 0) if self.server is not None else None
+        result.routed.append(Routed(frame, decisions, partition, served))
         counts = np.bincount(decisions.tiers, minlength=3)
         for t, name in enumerate(TIERS):
             if counts[t]:
                 result.by_model_tier[(frame.model_name, name)] += int(counts[t])
         result.latencies_ms.append(now_ms - frame.emitted_at)
-        self._decision_records(frame, decisions, partition, now_ms, result)
+        self._decision_records(frame, decisions, partition, now_ms, result, served)
         homes = None
         if self.partitions:
             homes = partitions_for(frame.event_ids, self.partitions)
@@ -272,9 +294,21 @@ class Router:
         return frame if frame.n else None
 
     def _decision_records(self, frame: PredictionFrame, d: FrameDecisions, partition: int, now_ms: int,
-                          result: RouteResult) -> None:
+                          result: RouteResult, served: Served | None = None) -> None:
         step = self.max_decisions_per_record  # bounded record size
         conf = frame.confidence
+        labels, served_codes = frame.labels, None
+        if served is not None:  # the challenger's labels join the dictionary; label_codes keep their meaning
+            labels = list(frame.labels)
+            index = {lb: i for i, lb in enumerate(labels)}
+            codes = []
+            for lb in served.labels:
+                if lb not in index:
+                    index[lb] = len(labels)
+                    labels.append(lb)
+                codes.append(index[lb])
+            served_codes = frame.label_codes.astype("<i4")  # a copy
+            served_codes[served.mask] = np.asarray(codes, dtype="<i4")
         for a in range(0, frame.n, step):
             b = min(a + step, frame.n)
             batch_id = uuid.uuid4().hex
@@ -286,9 +320,15 @@ class Router:
                 "sampling_propensity": d.propensity[a:b].astype("<f8").tobytes(),
                 "audited": d.audited[a:b].astype(np.uint8).tobytes(),
                 "confidence": np.ascontiguousarray(conf[a:b]).astype("<f8").tobytes(),
-                "labels": frame.labels, "label_codes": frame.label_codes[a:b].astype("<i4").tobytes(),
+                "labels": labels, "label_codes": frame.label_codes[a:b].astype("<i4").tobytes(),
                 "emitted_at": frame.emitted_at[a:b].astype("<i8").tobytes(),
             }
+            if served is not None and served.mask[a:b].any():
+                rec["served_by"] = ["producer", served.by]
+                rec["served_by_codes"] = served.mask[a:b].astype(np.uint8).tobytes()
+                rec["served_label_codes"] = served_codes[a:b].tobytes()
+            else:  # set, not left to the schema's defaults: fastavro would write the bytes default as a str
+                rec["served_by"], rec["served_by_codes"], rec["served_label_codes"] = [], b"", b""
             result.outputs.append(OutputRecord("decisions", batch_id.encode(), self.serde.encode(DECISION_BATCH, rec),
                                                partition))
             if self.decision_events:
@@ -334,12 +374,16 @@ def expand_decision_batch(obj: dict):
     labels = obj["labels"]
     lc = np.frombuffer(obj["label_codes"], dtype="<i4").tolist()
     em = np.frombuffer(obj["emitted_at"], dtype="<i8").tolist()
+    by = obj.get("served_by") or ["producer"]  # absent (a v1 writer) or empty: the producer served everything
+    byc = np.frombuffer(obj.get("served_by_codes") or b"", dtype=np.uint8).tolist() or [0] * len(obj["event_ids"])
+    slc = np.frombuffer(obj.get("served_label_codes") or b"", dtype="<i4").tolist() or lc
     for i, event_id in enumerate(obj["event_ids"]):
         yield {
             "event_id": event_id, "model_name": obj["model_name"], "model_version": obj["model_version"],
             "tier": TIERS[tiers[i]], "reason": reasons[rc[i]], "policy_version": obj["policy_version"],
             "sampling_propensity": prop[i], "audited": bool(aud[i]), "confidence": conf[i],
             "predicted_label": labels[lc[i]], "emitted_at": em[i], "decided_at": obj["decided_at"],
+            "served_label": labels[slc[i]] if slc[i] != lc[i] else None, "served_by": by[byc[i]],
         }
 
 

@@ -33,6 +33,8 @@ def register_risk_scorer(worker, app: faust.App) -> None:
     warn_dev_key(s)
     scorer = worker.risk_scorer = RiskScorer(s.snapshot_hmac_key.get_secret_value().encode(), max_models=s.learn_max_models)
     worker.insight_providers.append(scorer)
+    # a challenger promoted on audited evidence serves auto-tier decisions (LOOPLINE_SERVING=auto; docs/loop.md)
+    worker.router.server = scorer if s.serving == "auto" else None
     metrics = worker.learning_metrics
     assert metrics is not None  # built by the worker for every route agent
 

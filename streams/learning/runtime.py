@@ -41,7 +41,8 @@ def learner_config(s: Settings) -> LearnerConfig:
         reviewer_max_share=s.learn_reviewer_max_share, min_reputation=s.learn_min_reputation,
         holdout_share=s.learn_holdout_share, gate_margin=s.learn_gate_margin,
         gate_min_examples=s.learn_gate_min_examples, gate_metric=s.learn_gate_metric,
-        gate_max_logloss_increase=s.learn_gate_max_logloss_increase)
+        gate_max_logloss_increase=s.learn_gate_max_logloss_increase,
+        serving_min_examples=s.serving_min_examples, serving_share=s.serving_share)
 
 
 def model_config(config: LearnerConfig, policy, model: str) -> LearnerConfig:

@@ -185,3 +185,61 @@ def test_tombstone_on_model_updates_is_a_delete_not_a_forgery(loopline_settings,
     # control plane's start-up warning, shutdown noise) are not about the tombstone
     about_snapshots = [line for line in log.splitlines() if "snapshot" in line.lower() or "tombstone" in line.lower()]
     assert [line for line in about_snapshots if "ERROR" in line or "refused" in line] == []
+
+
+def test_a_challenger_promoted_on_audits_serves_the_route_workers_decisions(loopline_settings, tmp_path):
+    """Issue #17: audited answers -> learn worker judges the challenger (shadow, share, full) -> its snapshot
+    carries the stage -> a route worker serves auto-tier decisions with it, and each decision names its server."""
+    from loopline.processors.learning.serving import STAGES
+    from loopline.processors.routing.router import iter_decisions
+    from tests.conftest import free_port
+    from tests.unit.test_serving_route import audits
+
+    base = loopline_settings.model_copy(update={"serving_min_examples": 100})
+    learn = base.model_copy(update={"agents": "learn", "app_id": base.app_id + "-learn"})
+    route = base.model_copy(update={"agents": "route", "web_port": free_port()})
+    examples, _ = audits(1500, seed=5)  # the producer says "legit" at 0.97; the truth is "fraud" when f00 > 0
+    produce(learn, [(b"fraud", SERDE.encode(TE, e)) for e in examples])
+    lw = WorkerProcess(learn, tmp_path / "learn.log").start()
+    rw = WorkerProcess(route, tmp_path / "route.log").start()
+    try:
+        ups = updates(learn, lambda us: any(u["role"] == "challenger" and u["examples_seen"] == len(examples)
+                                            for u in us))
+        ch = max((u for u in ups if u["role"] == "challenger" and u["examples_seen"] == len(examples)),
+                 key=lambda u: u["version"])
+        assert STAGES[int(ch["metrics"]["serving.stage"])] == "full", ch["metrics"]
+        serving = json.loads(lw.get("/learning"))["learner"]["models"]["fraud"]["serving"]
+        assert [(h["from"], h["to"]) for h in serving["history"]] == [("champion", "shadow"), ("shadow", "share"),
+                                                                      ("share", "full")]
+        deadline = time.monotonic() + 30
+        held = None
+        while held is None or held < ch["version"]:
+            assert time.monotonic() < deadline, f"the route worker never took the challenger (holds {held})"
+            time.sleep(0.2)
+            held = json.loads(rw.get("/learning")).get("risk_scorer", {}).get("fraud/challenger")
+        ch = newest(updates(learn, lambda us: True), "challenger")  # what it holds now
+        _, events = audits(200, seed=9)
+        for e in events:
+            e["emitted_at"] = int(time.time() * 1000)
+        with PredictionProducer(route) as prod:
+            prod.send_many(events)
+        msgs = read_topic(route.kafka_bootstrap, route.topics.decisions,
+                          lambda ms: sum(1 for m in ms for _ in iter_decisions(SERDE, m.value())) >= 200, timeout=60)
+        rows = [d for m in msgs for d in iter_decisions(SERDE, m.value())]
+        model = load_model(ch, learn.snapshot_hmac_key.get_secret_value().encode())  # the challenger itself
+        truth = {e["event_id"]: "fraud" if e["features_numeric"]["f00"] > 0 else "legit" for e in events}
+        auto = [d for d in rows if d["tier"] == "auto"]
+        assert len(auto) >= 150 and {d["served_by"] for d in auto} == {f"challenger:v{ch['version']}"}
+        assert all(d["served_by"] == "producer" for d in rows if d["tier"] != "auto")
+        by_id = {e["event_id"]: e for e in events}
+        for d in auto:
+            want = model.predict_one(model.predict_proba_one(example_features(by_id[d["event_id"]])))
+            assert (d["served_label"] or d["predicted_label"]) == want
+        right = sum((d["served_label"] or d["predicted_label"]) == truth[d["event_id"]] for d in auto)
+        producer_right = sum(d["predicted_label"] == truth[d["event_id"]] for d in auto)
+        print(f"\n[serving] auto-tier decisions right: served {right}/{len(auto)}, producer {producer_right}/{len(auto)}")
+        assert right > producer_right + 0.2 * len(auto)
+        assert f'loopline_served_by_challenger_total{{model="fraud"}} {float(len(auto))}' in rw.get("/metrics").decode()
+    finally:
+        rw.stop()
+        lw.stop()

@@ -45,6 +45,9 @@ def expand(b: dict) -> list[dict]:
     """The recipe of docs/clients.md, step by step."""
     rows = []
     for i, event_id in enumerate(b["event_ids"]):
+        predicted = b["labels"][struct.unpack_from("<i", b["label_codes"], 4 * i)[0]]
+        served = b["labels"][struct.unpack_from("<i", b["served_label_codes"], 4 * i)[0]] \
+            if b.get("served_label_codes") else predicted
         rows.append({
             "event_id": event_id, "model_name": b["model_name"], "model_version": b["model_version"],
             "tier": TIERS[struct.unpack_from("<b", b["tiers"], i)[0]],
@@ -53,9 +56,11 @@ def expand(b: dict) -> list[dict]:
             "sampling_propensity": struct.unpack_from("<d", b["sampling_propensity"], 8 * i)[0],
             "audited": b["audited"][i] != 0,
             "confidence": struct.unpack_from("<d", b["confidence"], 8 * i)[0],
-            "predicted_label": b["labels"][struct.unpack_from("<i", b["label_codes"], 4 * i)[0]],
+            "predicted_label": predicted,
             "emitted_at": struct.unpack_from("<q", b["emitted_at"], 8 * i)[0],
             "decided_at": b["decided_at"],
+            "served_label": served if served != predicted else None,
+            "served_by": b["served_by"][b["served_by_codes"][i]] if b.get("served_by") else "producer",
         })
     return rows
 

@@ -37,3 +37,15 @@ def test_fields_count_answers_and_served_decisions(tmp_path):
     assert set(r["served_f1_by_cycle"]) == {"feature_shift", "concept_change"} and r["seed"] == 7
     path = write_report_json(tmp_path, observer(), summary, team={"reviewers": 2})
     assert json.loads(path.read_text())["team"] == {"reviewers": 2}
+
+
+def test_a_challenger_that_served_the_right_label_is_not_an_error_served_unchanged():
+    summary = {"events": 12, "seed": 7, "shift_at": 3, "drift_at": 6, "loop": {}}
+    obs = observer()
+    obs.served_fraud = obs.pred_fraud.copy()
+    obs.by_challenger = np.zeros(12, bool)
+    obs.served_fraud[4] = True  # event 4 (auto, a producer false negative) served right by the challenger
+    obs.by_challenger[[4, 6]] = True  # event 6: the challenger agreed with the producer
+    r = report_fields(obs, summary)
+    assert r["errors_served_share"] == 1 / 4  # only 0 (audited after it was served) is left
+    assert r["served_by_challenger_share"] == 2 / 12

@@ -456,6 +456,18 @@ def test_override_risk_sends_confident_predictions_to_review():
     assert p.decide_frame(frame, 0).tiers.tolist() == [0, 0, 1]
 
 
+def test_review_priority_follows_the_expected_error_once_an_override_risk_model_exists():
+    from loopline.processors.policy.policy import Policy
+
+    p = Policy.from_toml(OVERLAY_POLICY)
+    frame = _frame([0.7, 0.7, 0.99], ["legit", "legit", "legit"])
+    plain = p.decide_frame(frame, 0)
+    assert plain.priority[0] == plain.priority[1] == 100 + 30  # review base + 100 x (1 - confidence)
+    d = p.decide_frame(frame, 0, override_risk=np.array([0.0, 0.6, 0.8]))
+    # noisy-or: 1 - 0.7 x (1 - risk) -> 30 and 72; the confident row goes to review on its risk: 1 - 0.99 x 0.2
+    assert d.priority.tolist() == [130, 172, 180]
+
+
 def test_overlay_moves_thresholds_survives_replacement_and_clears():
     from loopline.processors.policy.policy import Policy, PolicyHolder
 

@@ -60,11 +60,21 @@ def _example(name: str):
                                         "reviewer_id": "r1", "action": "override", "corrected_label": "fraud",
                                         "tier": "review", "reviewed_at": 5, "review_seconds": 3.5,
                                         "note": None, "source": "web"},
+        "io.loopline.DecisionBatch": {"batch_id": "b", "model_name": "m", "model_version": "1", "policy_version": "p",
+                                      "decided_at": 5, "event_ids": ["e1"], "tiers": b"\x00", "reasons": ["r"],
+                                      "reason_codes": b"\x00" * 4, "sampling_propensity": b"\x00" * 8,
+                                      "audited": b"\x00", "confidence": b"\x00" * 8, "labels": ["a"],
+                                      "label_codes": b"\x00" * 4, "emitted_at": b"\x00" * 8},
+        "io.loopline.RoutingDecision": {"event_id": "e1", "model_name": "m", "model_version": "1", "tier": "auto",
+                                        "reason": "r", "policy_version": "p", "sampling_propensity": 0.5,
+                                        "audited": True, "confidence": 0.9, "predicted_label": "a",
+                                        "emitted_at": 5, "decided_at": 6},
     }
     return examples[name]
 
 
-@pytest.mark.parametrize("name", ["io.loopline.PredictionEvent", "io.loopline.CorrectionEvent"])
+@pytest.mark.parametrize("name", ["io.loopline.PredictionEvent", "io.loopline.CorrectionEvent",
+                                  "io.loopline.DecisionBatch", "io.loopline.RoutingDecision"])
 def test_old_versions_are_read_with_the_current_schema(name):
     current = REG.current(name)
     old_versions = REG.superseded_raw(name)
@@ -79,7 +89,7 @@ def test_old_versions_are_read_with_the_current_schema(name):
         buf.seek(0)
         got = schemaless_reader(buf, parse_schema(old_expanded), parse_schema(current.expanded))
         for k in old_fields:
-            if k == "emitted_at" or k == "reviewed_at":
+            if k in ("emitted_at", "reviewed_at", "decided_at"):
                 continue  # logical type turns into datetime here
             assert got[k] == record[k]
         for f in REG.raw(name)["fields"]:
