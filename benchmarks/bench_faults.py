@@ -1,7 +1,7 @@
 """Faults under steady traffic, counted from the topics: events in / lost / duplicated / orphaned / recovery.
 
     .venv/bin/python -m benchmarks.bench_faults [--events N] [--rate R] [--faults kill9,sigterm,members,join]
-                                               [--session-timeout S] [--waiting-ttl S]
+                                               [--session-timeout S] [--waiting-ttl S] [--static-membership]
 
 Starts the embedded broker, then for each fault a fresh topic namespace and two
 ``loopline worker`` processes in one group (agents route,feedback), a producer
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--faults", default="kill9,sigterm,members,join")
     p.add_argument("--session-timeout", type=float, default=None, help="LOOPLINE_SESSION_TIMEOUT_SECONDS")
+    p.add_argument("--static-membership", action="store_true",
+                   help="give each worker a LOOPLINE_GROUP_INSTANCE_ID (its name): static group membership")
     p.add_argument("--waiting-ttl", type=float, default=Settings().waiting_ttl_seconds,
                    help="LOOPLINE_WAITING_TTL_SECONDS: how long an answer waits for its task (the test suite uses 30 s; "
                         "under a backlog longer than this, answers become orphans)")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             s = Settings(kafka_bootstrap=broker.bootstrap, topic_namespace=ns, app_id=f"{ns}-worker",
                          web_port=free_port(), data_dir=tmp / ns, partitions=4).model_copy(update=update)
             create_topics(broker.bootstrap, s.topics.all(), s.partitions, compacted=s.topics.compacted())
-            cluster = Cluster(s, tmp / name)
+            cluster = Cluster(s, tmp / name, static_membership=args.static_membership)
             (tmp / name).mkdir()
             cluster.supervise()
             try:

@@ -190,6 +190,7 @@ class LooplineWorker:
             topic_disable_leader=True,
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=max(s.session_timeout_seconds / 3, 0.5),
+            consumer_group_instance_id=s.group_instance_id,
             broker_max_poll_records=5000,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
     decision_events: bool = Field(False, description="also publish one RoutingDecision per prediction, keyed by event_id, on the decision-events topic (partition_for(event_id)), for Kafka Connect, ksqlDB/Flink SQL and registry-aware tools; costs one Avro record per prediction")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
+    group_instance_id: str | None = Field(None, description="static group membership: a stable id per worker process (e.g. a StatefulSet pod name), unique in the group; a worker that stops does not leave the group and one that comes back within LOOPLINE_SESSION_TIMEOUT_SECONDS takes its partitions back without a rebalance (the others never pause); for Kafka 2.3+, not the embedded broker (a restarted static member gets no assignment there); unset = dynamic membership (docs/reliability.md)")
     review_host: str = Field("127.0.0.1", description="review server bind address")
     review_port: int = Field(6070, ge=0, le=65535, description="review server port")
     review_lease_seconds: float = Field(300.0, gt=0, description="how long an opened task stays leased to its reviewer")

@@ -38,9 +38,10 @@ class Cluster:
     #: the one sentence of a worker that gives up on a partition that stopped delivering (streams/stall_guard.py)
     STALL_EXIT = "stopped delivering records after a rebalance"
 
-    def __init__(self, settings, tmp: Path) -> None:
+    def __init__(self, settings, tmp: Path, static_membership: bool = False) -> None:
         self.settings = settings
         self.tmp = tmp
+        self.static_membership = static_membership  # each worker name is its group.instance.id
         self.workers: dict[str, WorkerProcess] = {}
         self.events: list[str] = []
         self._lock = threading.RLock()
@@ -70,7 +71,10 @@ class Cluster:
     def start(self, name: str) -> WorkerProcess:
         w = self.workers.get(name)
         if w is None:
-            s = self.settings.model_copy(update={"web_port": free_port(), "data_dir": self.tmp / name})
+            update = {"web_port": free_port(), "data_dir": self.tmp / name}
+            if self.static_membership:
+                update["group_instance_id"] = f"{self.settings.app_id}-{name}"
+            s = self.settings.model_copy(update=update)
             trace = os.environ.get("LOOPLINE_TEST_WORKER_TRACE")  # a script run instead of `loopline worker`
             argv = [sys.executable, trace] if trace else None
             w = self.workers[name] = WorkerProcess(s, self.tmp / f"{name}.log", append_log=True, argv=argv)
