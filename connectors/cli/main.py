@@ -40,14 +40,14 @@ def cmd_broker(args) -> int:
     port = args.port if args.port is not None else settings.broker_port
     stop = _install_stop_handlers()  # before anything is announced, so an early SIGTERM still stops cleanly
     try:
-        broker = EmbeddedBroker(settings.broker_host, port).start()
+        broker = EmbeddedBroker(settings.broker_host, port, storage_dir=_broker_storage(settings)).start()
     except BrokerError as exc:
         fail(str(exc))
     try:
         created = create_topics(broker.bootstrap, settings.topics.all(), settings.partitions,
                                 compacted=settings.topics.compacted())
         print(f"embedded broker on {broker.bootstrap} ({len(created)} topics created, "
-              f"{settings.partitions} partitions each); log: {broker.log_path}", flush=True)
+              f"{settings.partitions} partitions each); {_storage_line(broker)}; log: {broker.log_path}", flush=True)
         print(f"export LOOPLINE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
         while not stop["now"]:
             time.sleep(0.1)
@@ -145,7 +145,8 @@ def cmd_up(args) -> int:
         fail(str(exc))
     if not settings.kafka_bootstrap:
         try:
-            broker = EmbeddedBroker(settings.broker_host, settings.broker_port).start()
+            broker = EmbeddedBroker(settings.broker_host, settings.broker_port,
+                                    storage_dir=_broker_storage(settings)).start()
         except BrokerError as exc:
             fail(str(exc))
         settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
@@ -157,7 +158,7 @@ def cmd_up(args) -> int:
 
         review, _ = start_review_server(settings)
         print(f"Loopline is up. Kafka: {settings.kafka_bootstrap}"
-              f"{' (embedded)' if broker else ''}\n"
+              f"{f' (embedded; {_storage_line(broker)})' if broker else ''}\n"
               f"  metrics  http://{settings.web_host}:{settings.web_port}/metrics\n"
               f"  health   http://{settings.web_host}:{settings.web_port}/healthz  /readyz\n"
               f"  review   {review.url}  (add reviewers with `loopline reviewers add NAME --role analyst`)\n"
@@ -223,13 +224,25 @@ def parse_time(value):
     return round(parsed.timestamp() * 1000)
 
 
+def _broker_storage(settings) -> Path | None:
+    """The embedded broker's data folder (``LOOPLINE_BROKER_STORAGE=disk``), or None for memory."""
+    return Path(settings.data_dir) / "broker" if settings.broker_storage == "disk" else None
+
+
+def _storage_line(broker) -> str:
+    if broker.durable:
+        return f"data kept in {broker.storage_dir}"
+    return "memory storage: everything is lost when it stops (LOOPLINE_BROKER_STORAGE=disk keeps it)"
+
+
 def _broker_watch(broker, settings):
     """A check for ``_supervise_worker``: start the embedded broker again when it stopped.
 
-    Same address; the memory storage kept nothing. The worker is killed first (stopping cleanly
-    it would write its old state into the new broker), then the broker is started and the topics
-    created, then the worker starts afresh. The review server notices the new cluster id by itself
-    and retires the tasks of the old broker.
+    Same address. With disk storage it is started again with its data and the same cluster id;
+    the worker and the review server reconnect by themselves. With memory storage it kept nothing:
+    the worker is killed first (stopping cleanly it would write its old state into the new broker),
+    then the broker is started and the topics created, then the worker starts afresh; the review
+    server notices the new cluster id by itself and retires the tasks of the old broker.
     """
     import threading
 
@@ -259,6 +272,11 @@ def _broker_watch(broker, settings):
         if broker.running or pending.is_set():
             return  # running, or being started again by the supervisor thread
         pending.set()
+        if broker.durable:  # the data is on disk: the worker and the review server reconnect by themselves
+            print(f"loopline up: the embedded broker stopped (exit code {broker.stopped_code()}); starting it again "
+                  f"on {broker.bootstrap} with its data ({broker.storage_dir})", flush=True)
+            threading.Thread(target=start_broker, name="broker-restart", daemon=True).start()
+            return
         print(f"loopline up: the embedded broker stopped (exit code {broker.stopped_code()}); starting it again "
               f"on {broker.bootstrap}. It kept everything in memory: topics, offsets, tables and waiting review "
               f"tasks are gone", flush=True)
