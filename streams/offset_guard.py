@@ -14,8 +14,11 @@ lost run began right after ``SEEK C`` with ``GAP C+1..``.
 The guard (process-wide, like the other Faust patches of the worker):
 
 * every seek bumps the epoch of the partitions it moves; records of a
-  ``getmany`` batch fetched before their partition's latest seek are not
-  delivered (they are fetched again from the seek position), and if a seek
+  ``getmany`` call that began before their partition's latest seek are not
+  delivered, and the partition is sought once more to the latest seek's
+  position so that they are fetched again from there (a call waits for records
+  after it began: they may come from after the seek, past the new position,
+  and were otherwise never fetched again), and if a seek
   happened while one of a partition's records was being delivered, the read
   offset the seek set is restored. Per partition: with one epoch for all, a
   re-read seek of one partition dropped the rest of the batch of every *other*
@@ -152,10 +155,22 @@ def apply_offset_guard(may_have_holes: Callable[[str], bool]) -> None:
         epochs, read_offsets = _epochs(self)
         at_fetch = dict(epochs)
         pending = _bases(self)[1]
+        sought: set = set()  # partitions sought again from this call
         async for tp, message in getmany(self, timeout):
             seen = at_fetch.get(tp, 0)
             if epochs.get(tp, 0) != seen:
-                continue  # fetched before a seek of its partition: read again from the seek position
+                # Its partition was sought after this call began. Faust's getmany waits for records
+                # (_wait_next_records) after the epochs were taken, so these may have been fetched
+                # *after* the seek, from its position, and the fetch position has moved past them:
+                # dropped without a new seek they were never fetched again (a single worker restarted
+                # onto committed offsets decided nothing for minutes; the stall guard's own wake-up
+                # seek fell into the same trap). Seek once more to where the latest seek put the
+                # partition: stale records are fetched again from there, fresh ones too.
+                position = read_offsets.get(tp)
+                if tp not in sought and position is not None and tp in self.assignment():
+                    sought.add(tp)
+                    await reread(self, tp, position)
+                continue
             if tp in pending:
                 pending.discard(tp)
                 self._loopline_base[tp] = message.offset
