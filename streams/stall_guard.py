@@ -4,9 +4,11 @@ Seen once in five rolling-SIGTERM runs of the fault suite: after a rebalance a
 worker was assigned two partitions, sought them to their committed offsets and
 then delivered nothing from them, without a log line, until the next
 rebalance. Nothing was lost (the offsets stayed uncommitted) but the decisions
-of those partitions waited. The cause was not found; it is not Faust's
-bookkeeping (the CI occurrence below logged the partitions as unpaused, active,
-with the flow on).
+of those partitions waited. The likely cause, found later with a single worker
+restarted onto committed offsets (``tests/integration/test_worker_restart.py``),
+was the offset guard dropping records fetched *after* a seek as if fetched
+before it; it now seeks such a partition again (``streams/offset_guard.py``).
+This guard stays as the safety net for whatever else stops a partition.
 
 :class:`StallGuard` checks every ``CHECK_SECONDS`` each assigned input
 partition (changelogs excluded) whose read position has not moved for

@@ -25,7 +25,7 @@ def test_up_serves_health_and_metrics_then_stops(tmp_path):
                             text=True)
     try:
         first = proc.stdout.readline()
-        assert first.startswith("Loopline is up. Kafka: 127.0.0.1:") and "(embedded; memory storage" in first
+        assert first.startswith("Loopline is up. Kafka: 127.0.0.1:") and "(embedded; data kept in " in first
         lines = [proc.stdout.readline() for _ in range(3)]
         review_url = lines[2].split()[1]
         assert lines[2].strip().startswith("review") and review_url.startswith("http://127.0.0.1:")
@@ -171,13 +171,14 @@ def test_up_starts_a_stopped_broker_again_and_retires_the_review_tasks_it_took_a
 
 
 def test_up_keeps_the_brokers_data_across_a_broker_kill_and_a_restart_of_up(tmp_path):
-    """LOOPLINE_BROKER_STORAGE=disk: the embedded broker's topics, committed offsets and cluster id are on disk.
+    """LOOPLINE_BROKER_STORAGE=disk (the default): the embedded broker's topics, committed offsets and cluster id are on disk.
     After kill -9 of the broker the worker reconnects by itself and decides new predictions, and no review task
     is retired; after `loopline up` is stopped and started on the same data folder, every decision and every
-    committed offset is still there and the review server still holds its tasks."""
+    committed offset is still there, the review server still holds its tasks and the new worker resumes from
+    the committed offsets."""
     from loopline.processors.testing import make_events
 
-    first, second = make_events(500, seed=31), make_events(500, seed=32)
+    first, second, third = make_events(500, seed=31), make_events(500, seed=32), make_events(500, seed=33)
     up = Up(tmp_path, "disk")
     try:
         assert "data kept in" in up.lines[0]
@@ -194,10 +195,14 @@ def test_up_keeps_the_brokers_data_across_a_broker_kill_and_a_restart_of_up(tmp_
         up.stop()
     up = Up(tmp_path, "disk")  # the same data folder
     try:
-        ids = [d["event_id"] for d in up.decisions()]
-        assert {e["event_id"] for e in first + second} <= set(ids)
         assert up.committed_through(), "committed offsets were lost"
         assert up.queue() >= waiting
+        up.decide(third)  # a worker started onto the kept offsets decides what comes next
+        ids = [d["event_id"] for d in up.decisions()]
+        assert {e["event_id"] for e in first + second + third} <= set(ids)
+        again = len(ids) - len(set(ids))
+        print(f"\n[durable broker] {len(set(ids))} predictions decided, {again} decided more than once")
+        assert again < 500, "the worker started over instead of resuming from its committed offsets"
         assert _metric(up.review_url, "loopline_review_dropped_tasks_total", '{reason="broker_gone"}') == 0
     finally:
         up.stop()
