@@ -181,21 +181,9 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        _terminate(proc, timeout)
         store, self._store = self._store, None
-        if store is not None and store.poll() is None:  # after the broker: it may write until it stops
-            store.send_signal(signal.SIGTERM)
-            try:
-                store.wait(timeout)
-            except subprocess.TimeoutExpired:
-                store.kill()
-                store.wait(timeout)
+        _terminate(store, timeout)  # after the broker: it may write until it stops
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -209,6 +197,18 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM a running child, SIGKILL it after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def admin_config(bootstrap: str, security: dict | None = None) -> dict:
