@@ -135,7 +135,9 @@ class ObjectStore:
                 if key.startswith(prefix):
                     keys.append(key)
         keys.sort(key=lambda k: k.encode())
-        objects, prefixes, seen = [], [], set()
+        objects: list[tuple[str, int, float, str | None]] = []
+        prefixes: list[str] = []
+        seen: set[str] = set()
         for key in keys:
             if after and key.encode() <= after.encode():
                 continue
