@@ -116,6 +116,7 @@ def test_broker_cli_port_taken_and_clean_stop(kafka_bootstrap, tmp_path):
     import socket
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    env["LOOPLINE_DATA_DIR"] = str(tmp_path / "data")  # the broker keeps its topics there: a fresh folder
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
