@@ -13,7 +13,7 @@ import numpy as np
 
 from loopline.processors.errors import ModelLimitError
 from loopline.processors.learning.features import example_features, frame_matrix, risk_features
-from loopline.processors.learning.serving import STAGES, share_unit
+from loopline.processors.learning.serving import STAGES, challenger_serves
 from loopline.processors.learning.snapshot import load_model
 from loopline.processors.routing.router import Served
 
@@ -84,9 +84,7 @@ class RiskScorer:
         stage, share, slot = self.serving_stage(frame.model_name)
         if slot is None or stage not in ("share", "full") or not auto.any():
             return None
-        mask = auto.copy()
-        if stage == "share":
-            mask &= np.fromiter((share_unit(e) < share for e in frame.event_ids), dtype=bool, count=frame.n)
+        mask = auto & challenger_serves(stage, share, frame.event_ids)
         labels = []
         for i in np.flatnonzero(mask).tolist():
             x = example_features(frame.row(i))

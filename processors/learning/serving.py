@@ -67,6 +67,16 @@ class StageChange:
     evidence: dict = field(default_factory=dict)
 
 
+def challenger_serves(stage: str, share: float, event_ids) -> np.ndarray:
+    """Per event of ``event_ids``: whether the challenger serves it in ``stage`` (the one rule, used by
+    :meth:`ServingController.serve` and by the route workers, which know only the stage and the share)."""
+    if stage == "full":
+        return np.ones(len(event_ids), dtype=bool)
+    if stage != "share":
+        return np.zeros(len(event_ids), dtype=bool)
+    return np.fromiter((share_unit(e) < share for e in event_ids), dtype=bool, count=len(event_ids))
+
+
 def share_unit(event_id: str) -> float:
     """A number in [0, 1) fixed by ``event_id``: the events with one below the share are the challenger's."""
     h = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8, person=b"serving").digest(), "big")
@@ -176,9 +186,7 @@ class ServingController:
 
     def serve(self, event_id: str) -> str:
         """Which model serves ``event_id`` now: ``"challenger"`` or ``"champion"``."""
-        if self.stage == "full" or (self.stage == "share" and share_unit(event_id) < self.share):
-            return "challenger"
-        return "champion"
+        return "challenger" if challenger_serves(self.stage, self.share, [event_id])[0] else "champion"
 
     def status(self) -> dict:
         r = {"stage": self.stage, "n": self._n, "changes": getattr(self, "moves", len(self.changes))}
