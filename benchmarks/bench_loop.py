@@ -1,7 +1,8 @@
 """The loop's effectiveness, in-process: simulator -> policy -> review capacity -> learner -> served decision.
 
     .venv/bin/python -m benchmarks.bench_loop [--seeds 7 8 9] [--events 200000] [--answers-per-hour 2160]
-                                             [--events-per-second 10] [--sweep] [--out out/bench/loop]
+                                             [--events-per-second 10] [--sweep [MULTIPLE ...]] [--jobs 2]
+                                             [--out out/bench/loop]
 
 No broker: the same processors the workers run (``PolicyHolder`` with the
 ``trust`` autonomy overlay from :class:`~loopline.streams.autonomy.AutonomyRuntime`,
@@ -26,7 +27,8 @@ challenger learns them — the serving controller (random, held out); every
 answer then trains the learner.
 
 Writes ``report_seed<N>.json`` per seed, ``report.json`` (all seeds with
-min/mean/max) and ``loop_seed<N>.png`` (event index on x).
+min/mean/max, and with ``--sweep`` one row per seed and capacity), ``loop_seed<N>.png`` (event index on x)
+and ``loop_sweep.png`` (the targets against the human share).
 """
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ from loopline.processors.quality.autonomy import AutonomyLevel, AutonomyMonitor,
 from loopline.streams.autonomy import AutonomyRuntime
 
 SHIFT_AT, DRIFT_AT = 0.4, 0.7
+AUDIT_RATE = 0.02
 POLICY = 'version = "bench-loop"\n[models.fraud]\npositive_label = "fraud"\n[models.fraud.tiers.auto]\n' \
-         'min_confidence = 0.9\naudit_rate = 0.02\n'
+         f'min_confidence = 0.9\naudit_rate = {AUDIT_RATE}\n'
 NOISE = 0.03
 ERROR_BUDGET = 0.02  # the auto tier's error budget (the producer's auto-tier error is ~1.1% before the change)
 #: autonomy levels sized to the team: audits that no one can answer would only crowd out the chosen tasks
@@ -62,7 +65,7 @@ def f1(true: np.ndarray, pred: np.ndarray) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> dict:
+def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, class_probabilities: bool = True) -> dict:
     traffic = FraudTraffic(seed=seed, n_events=n, feature_shift_at=SHIFT_AT, concept_drift_at=DRIFT_AT,
                            events_per_second=eps)
     holder = PolicyHolder(Policy.from_toml(POLICY))
@@ -83,14 +86,19 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
     audited = np.zeros(n, bool)
     served_by_ch = np.zeros(n, bool)
     level = np.zeros(n, np.int8)
+    conf_all = np.zeros(n)
     changes = []
     stages = []
     for ch in traffic.iter_chunks(chunk_size=batch):
         evs = ch.events
+        if not class_probabilities:  # allowed by the schema, and what the README's producer example does
+            for e in evs:
+                e.pop("class_probabilities", None)
         lo = ch.start
         decisions = holder.decide_batch(evs, now_ms=evs[-1]["emitted_at"])
         truth = [ch.true_label(i) for i in range(len(evs))]
         conf = np.array([e["confidence"] for e in evs])
+        conf_all[lo:lo + len(evs)] = conf
         xs = [example_features(e) for e in evs]
         ch_model = learner.challenger
         if ch_model is not None:
@@ -147,9 +155,43 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int) -> d
         learner.learn_batch([(ex, 0, None) for ex in examples])
     rep = figures(seed, traffic, true_all, prod_all, served_all, human, audited, served_by_ch, level, changes,
                   stages, answers_per_hour, eps, alarms)
+    rep["detection_bound"] = detection_bound(true_all, prod_all, conf_all, traffic.drift_index,
+                                             AUDIT_RATE, NOISE)
+    rep["class_probabilities"] = class_probabilities
     rep["serving_status"] = serving.status()
     rep["learner_quality"] = {k: v for k, v in learner.stats()["quality"].items() if k.endswith(".all")}
     return rep
+
+
+def detection_bound(true, prod, conf, change: int, audit_rate: float, noise: float, auto_min: float = 0.9,
+                    window: int = 2000, false_alarms_per_100k: float = 1.0) -> dict:
+    """How well *any* test on audits alone can see the concept change within ``window`` events.
+
+    The auto tier's true error before and after the change comes from the simulator's truth, seen
+    through reviewers with ``noise`` label noise. In ``window`` events there are
+    ``n = window x audit_rate`` audits; the test that counts wrong-looking audits in that window and
+    alarms at ``k`` or more, with ``k`` the smallest count whose chance without a change is within the
+    false-alarm budget (one per 100k events = ``window / 100k`` per window), detects the change with the
+    binomial chance ``power``. A sequential test cannot do much better on the same outcomes.
+    """
+    from math import comb
+
+    auto = conf >= auto_min
+    wrong = prod != true
+    before = float(wrong[:change][auto[:change]].mean())
+    after = float(wrong[change:][auto[change:]].mean())
+    p0, p1 = (p * (1 - 2 * noise) + noise for p in (before, after))
+    n = int(round(window * audit_rate))
+    alpha = window * false_alarms_per_100k / 100_000
+
+    def tail(k: int, p: float) -> float:
+        return sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    k = next(k for k in range(n + 2) if k > n or tail(k, p0) <= alpha)
+    return {"auto_error_before": before, "auto_error_after": after, "label_noise": noise, "audit_rate": audit_rate,
+            "window_events": window, "audits_in_window": n, "wrong_looking_expected_before": n * p0,
+            "wrong_looking_expected_after": n * p1, "alarm_at": k, "false_alarm_chance": tail(k, p0),
+            "power": tail(k, p1) if k <= n else 0.0}
 
 
 def figures(seed, traffic, true, prod, served, human, audited, by_ch, level, changes, stages, aph, eps,
@@ -235,10 +277,53 @@ def summary(reps: list[dict]) -> dict:
                "max": max(r[k] for r in reps)} for k in keys}
     delays = [r["detection_delay_events"]["concept_change"]["audit_error_cusum"] for r in reps]
     out["concept_detection_delay_events"] = delays
+    out["concept_detection_best_window_test_power"] = [round(r["detection_bound"]["power"], 3) for r in reps]
     return out
 
 
+SWEEP_KEYS = ("team_answers_per_hour", "team_capacity_share", "human_share", "errors_answered_share",
+              "errors_not_served_unchanged_share", "served_f1_third_cycle_lift", "served_fp_change",
+              "served_by_challenger_share")
+
+
+def _one(job: tuple) -> dict:
+    """One seed at one capacity (a process-pool job): the report without its series, plus the plot."""
+    seed, events, aph, eps, batch, out, draw, probs = job
+    rep = run(seed, events, aph, eps, batch, probs)
+    if draw:
+        plot(rep, out / f"loop_seed{seed}.png")
+    rep.pop("_series")
+    return rep
+
+
+def plot_sweep(rows: list[dict], path: Path) -> None:
+    """The targets against the human share, one line per seed (the dashed lines are the issue's targets)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
+    for seed in sorted({r["seed"] for r in rows}):
+        rs = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["human_share"])
+        x = [100 * r["human_share"] for r in rs]
+        ax[0].plot(x, [100 * r["errors_not_served_unchanged_share"] for r in rs], "o-", label=f"seed {seed}")
+        ax[1].plot(x, [r["served_f1_third_cycle_lift"] for r in rs], "o-", label=f"seed {seed}")
+        ax[2].plot(x, [100 * r["served_fp_change"] for r in rs], "o-", label=f"seed {seed}")
+    for a, target, title in ((ax[0], 90, "producer errors not served unchanged (%)"),
+                             (ax[1], 0.12, "served F1 - producer F1, 3rd cycle after the change"),
+                             (ax[2], -40, "served false positives vs producer (%)")):
+        a.axhline(target, color="grey", ls="--")
+        a.set_title(title, fontsize=9)
+        a.set_xlabel("events answered by a human, audits included (%)")
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     ap.add_argument("--events", type=int, default=200_000)
@@ -246,33 +331,37 @@ def main() -> None:
                     help="team capacity: default 12 reviewers x 180 answers/h = 6%% of events at 10 events/s")
     ap.add_argument("--events-per-second", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=200)
-    ap.add_argument("--sweep", action="store_true", help="also run seed 7 at 2x, 4x and 8x the capacity")
+    ap.add_argument("--sweep", type=float, nargs="*", default=None, metavar="MULTIPLE",
+                    help="also run every seed at these multiples of the capacity (default with no value: 2 4 6 8)")
+    ap.add_argument("--no-class-probabilities", action="store_true",
+                    help="producers send no class_probabilities (the learner must be as good without them)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes (each run is single-threaded)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/loop"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    reps = []
-    for seed in args.seeds:
-        rep = run(seed, args.events, args.answers_per_hour, args.events_per_second, args.batch)
-        plot(rep, args.out / f"loop_seed{seed}.png")
-        rep.pop("_series")
-        (args.out / f"report_seed{seed}.json").write_text(json.dumps(rep, indent=1))
-        reps.append(rep)
-        print(f"seed {seed}: human {rep['human_share']:.3f} (audits {rep['audit_share']:.3f})  errors answered "
+    multiples = [] if args.sweep is None else (args.sweep or [2.0, 4.0, 6.0, 8.0])
+    jobs = [(seed, args.events, args.answers_per_hour, args.events_per_second, args.batch, args.out, True,
+             not args.no_class_probabilities) for seed in args.seeds]
+    jobs += [(seed, args.events, args.answers_per_hour * m, args.events_per_second, args.batch, args.out, False,
+              not args.no_class_probabilities) for m in multiples for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(_one, jobs))
+    reps = results[:len(args.seeds)]
+    for rep in reps:
+        (args.out / f"report_seed{rep['seed']}.json").write_text(json.dumps(rep, indent=1))
+        print(f"seed {rep['seed']}: human {rep['human_share']:.3f} (audits {rep['audit_share']:.3f})  errors answered "
               f"{rep['errors_answered_share']:.3f}  errors served unchanged {rep['errors_served_share']:.3f}  "
               f"served FP {rep['served_fp_change']:+.3f}  F1 after change served "
               f"{[round(v, 3) for v in rep['served_f1_by_cycle']['concept_change']]} vs producer "
               f"{[round(v, 3) for v in rep['producer_f1_by_cycle']['concept_change']]}  concept delay "
               f"{rep['detection_delay_events']['concept_change']['audit_error_cusum']}  false alarms/100k "
               f"{rep['false_alarms_per_100k']:.2f}  stages {[(s['at'], s['to']) for s in rep['serving_stages']]}")
-    sweep = []
-    if args.sweep:
-        for mult in (2, 4, 8):
-            rep = run(args.seeds[0], args.events, args.answers_per_hour * mult, args.events_per_second, args.batch)
-            rep.pop("_series")
-            sweep.append({k: rep[k] for k in ("team_answers_per_hour", "team_capacity_share", "human_share",
-                                               "errors_answered_share", "errors_served_share",
-                                               "served_f1_third_cycle_lift", "served_fp_change")})
-            print(f"capacity x{mult}: " + ", ".join(f"{k} {v:.3f}" for k, v in sweep[-1].items()))
+    sweep = [{"seed": r["seed"], **{k: r[k] for k in SWEEP_KEYS}} for r in results]
+    if multiples:
+        for row in sorted(sweep, key=lambda r: (r["team_capacity_share"], r["seed"])):
+            print(f"capacity {row['team_capacity_share']:.2f} seed {row['seed']}: " + ", ".join(
+                f"{k} {row[k]:.3f}" for k in SWEEP_KEYS[2:]))
+        plot_sweep(sweep, args.out / "loop_sweep.png")
     (args.out / "report.json").write_text(json.dumps({"seeds": reps, "summary": summary(reps), "sweep": sweep},
                                                      indent=1))
     print(json.dumps(summary(reps), indent=1))

@@ -29,8 +29,11 @@ stage          moves on
 ``share``      → ``full`` likewise
 any other      → ``champion`` (**rollback**) as soon as, over at least
                ``min_examples`` events of the stage, the challenger's metric is
-               ``rollback_margin`` below the champion's, or its accuracy more
-               than ``max_accuracy_drop`` below
+               ``rollback_margin`` below the champion's (and the sign test says
+               worse), or its accuracy is more than ``max_accuracy_drop`` below
+               *and* McNemar's z is at most ``-z`` (significantly less accurate:
+               measured on the loop bench, a fixed one-point rule on 150 audits
+               rolled back challengers that were not worse, z -0.9 to -1.4)
 =============  ===================================================================
 
 :meth:`serve` says which model serves an event (``"champion"`` or
@@ -162,8 +165,11 @@ class ServingController:
         rch, rca = self._ch.report(), self._ca.report()
         ch, ca = rch[self.metric], rca[self.metric]
         less_accurate = rca["accuracy"] - rch["accuracy"] > self.max_accuracy_drop
-        if self.stage != "champion" and (less_accurate or (ch < ca - self.rollback_margin
-                                                           and self._sure(better=False))):
+        # hysteresis: promotion needs accuracy within max_accuracy_drop on the window; a rollback on accuracy
+        # needs the drop to be significant too (McNemar), else noise of a few audits flaps the stage
+        surely_less_accurate = less_accurate and self._mcnemar() <= -self.z
+        if self.stage != "champion" and (surely_less_accurate or (ch < ca - self.rollback_margin
+                                                                  and self._sure(better=False))):
             return self._move("champion", position, ch, ca)
         if self.stage != "full" and not less_accurate and ch >= ca + self.margin and self._sure(better=True):
             if self.stage == "champion" and self.gate is not None and not self.gate():
