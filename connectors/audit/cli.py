@@ -104,6 +104,7 @@ def _print_history(h: dict) -> None:
               f"policy={d['policy_version']} model={d['model_name']}@{d['model_version']} "
               f"predicted={d['predicted_label']} confidence={d['confidence']:.3f}"
               f"{' audited' if d['audited'] else ''}")
+        print(f"  served   {d['served_label']} by {d['served_by']}")
     for t in h["review_tasks"]:
         print(f"  task     {_when(t['created_at'])}  {t['task_id']} queue={t['queue']} priority={t['priority']} "
               f"due={_when(t['due_by'])}")

@@ -76,9 +76,18 @@ _V1 = [
     "CREATE INDEX IF NOT EXISTS undecodable_seen_at ON undecodable (seen_at)",
 ]
 
+#: Who served each decision (DecisionBatch v2): "producer" or "challenger:<version>", and the label the caller got.
+#: Rows written before it were all served by the producer with its own label.
+_V2 = [
+    "ALTER TABLE decisions ADD COLUMN served_by TEXT NOT NULL DEFAULT 'producer'",
+    "ALTER TABLE decisions ADD COLUMN served_label TEXT",
+    "UPDATE decisions SET served_label = predicted_label WHERE served_label IS NULL",
+]
+
 #: Every migration, in order. Never edit an applied one: append.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "audit tables", _V1),
+    (2, "decisions: served_by and served_label", _V2),
 ]
 
 _LOCK_ID = 7_302_023  # PostgreSQL advisory lock taken while migrating
@@ -90,12 +99,15 @@ def current_version(db: AuditDB) -> int:
     return int(rows[0][0] or 0)
 
 
-def migrate(db: AuditDB) -> list[int]:
-    """Apply the missing migrations; returns the versions applied now (empty when up to date)."""
+def migrate(db: AuditDB, upto: int | None = None) -> list[int]:
+    """Apply the missing migrations (up to version ``upto``, default all); returns the versions applied now
+    (empty when up to date)."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
                "applied_at BIGINT NOT NULL)")
     applied: list[int] = []
     for version, name, statements in MIGRATIONS:
+        if upto is not None and version > upto:
+            break
         with db.transaction():
             if db.dialect == "postgresql":
                 db.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_ID,))

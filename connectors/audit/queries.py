@@ -20,7 +20,7 @@ HISTORY_SQL = {
 EXPORT_SQL = """
 SELECT d.event_id, d.model_name, d.model_version, d.policy_version, d.tier, d.reason, d.audited,
        d.sampling_propensity, d.confidence, d.predicted_label, d.emitted_at, d.decided_at,
-       a.correction_id, a.reviewer_id, a.action, a.corrected_label, a.reviewed_at, a.review_seconds,
+       d.served_by, d.served_label, a.correction_id, a.reviewer_id, a.action, a.corrected_label, a.reviewed_at, a.review_seconds,
        x.effective_label
 FROM decisions d
 LEFT JOIN answers a ON a.event_id = d.event_id

@@ -42,7 +42,7 @@ class Table:
 TABLES: dict[str, Table] = {t.name: t for t in (
     Table("decisions", ("event_id", "model_name", "model_version", "policy_version", "tier", "reason",
                         "sampling_propensity", "audited", "confidence", "predicted_label", "emitted_at",
-                        "decided_at"), "decided_at"),
+                        "decided_at", "served_by", "served_label"), "decided_at"),
     Table("review_tasks", ("task_id", "event_id", "model_name", "model_version", "tier", "priority", "reason",
                            "policy_version", "audit", "sampling_propensity", "confidence", "predicted_label",
                            "override_risk", "created_at", "due_by", "queue"), "created_at"),
@@ -123,7 +123,8 @@ def rows_for(rec: Record, serde: AvroSerde) -> list[tuple[str, tuple]]:
     if rec.role == "decisions":
         return [("decisions", (d["event_id"], d["model_name"], d["model_version"], d["policy_version"], d["tier"],
                                d["reason"], d["sampling_propensity"], d["audited"], d["confidence"],
-                               d["predicted_label"], d["emitted_at"], d["decided_at"]))
+                               d["predicted_label"], d["emitted_at"], d["decided_at"],
+                               d.get("served_by") or "producer", d.get("served_label") or d["predicted_label"]))
                 for d in iter_decisions(serde, rec.value)]
     name, o = serde.decode(rec.value)
     if name != _EXPECTED[rec.role]:

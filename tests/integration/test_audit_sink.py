@@ -161,7 +161,7 @@ def test_insert_ignore_skips_known_and_in_batch_duplicates_and_rolls_back_whole(
     cols = TABLES["decisions"].columns
 
     def row(eid: str) -> tuple:
-        return (eid, "fraud", "v1", "p1", "auto", "confidence>=0.9", 0.05, True, 0.95, "legit", 1, 2)
+        return (eid, "fraud", "v1", "p1", "auto", "confidence>=0.9", 0.05, True, 0.95, "legit", 1, 2, "producer", "legit")
 
     with contextlib.ExitStack() as stack:
         url = (f"sqlite:///{tmp_path / 'i.sqlite3'}" if kind == "sqlite" else stack.enter_context(scratch_postgres()))

@@ -290,3 +290,44 @@ def test_audit_metric_names_are_pinned():
     SinkMetrics.create(r)
     text = generate_latest(r).decode()
     assert sorted(" ".join(line.split()[2:4]) for line in text.splitlines() if line.startswith("# TYPE loopline")) == pinned
+
+
+class _FlipEveryOther:
+    """Serves the even auto-tier rows with the opposite label (a challenger that disagrees with the producer)."""
+
+    def serve_frame(self, frame, auto):
+        import numpy as np
+
+        from loopline.processors.routing.router import Served
+        mask = auto & (np.arange(frame.n) % 2 == 0)
+        flip = {"fraud": "legit", "legit": "fraud"}
+        labels = [flip[frame.labels[int(frame.label_codes[i])]] for i in np.flatnonzero(mask)]
+        return Served("challenger:v7", mask, labels) if labels else None
+
+
+def test_each_decision_row_says_who_served_it_and_what_the_caller_got(db, capsys, tmp_path, monkeypatch):
+    evs = make_events(200, seed=8, start_ms=NOW - 1000)
+    router = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, worker="w1", max_decisions_per_record=64)
+    router.server = _FlipEveryOther()
+    res = router.route([InputRecord(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs, "b")), "p", 0, 1)],
+                       now_ms=NOW)
+    write(db, [Record(o.role, o.role, 0, n, o.value, tuple(o.headers), NOW) for n, o in enumerate(res.outputs)])
+    rows = db.query("SELECT event_id, tier, predicted_label, served_by, served_label FROM decisions")[1]
+    assert len(rows) == 200
+    by_challenger = [r for r in rows if r[3] == "challenger:v7"]
+    assert by_challenger and all(r[1] == "auto" and r[4] != r[2] for r in by_challenger)
+    assert all(r[3] == "producer" and r[4] == r[2] for r in rows if r[3] != "challenger:v7")
+    h = history(db, by_challenger[0][0])
+    assert h["decision"]["served_by"] == "challenger:v7" and h["decision"]["served_label"] == by_challenger[0][4]
+
+
+def test_a_database_from_before_served_by_migrates_with_its_rows_served_by_the_producer(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with AuditDB(f"sqlite:///{path}") as d:
+        migrate(d, upto=1)
+        d.execute("INSERT INTO decisions VALUES ('e1', 'fraud', 'v1', 'p1', 'auto', 'confident', 1.0, 0, 0.97, "
+                  "'legit', 1, 2)")
+    with AuditDB(f"sqlite:///{path}") as d:
+        assert migrate(d) == [2]
+        row = d.query("SELECT served_by, served_label FROM decisions WHERE event_id = 'e1'")[1][0]
+    assert tuple(row) == ("producer", "legit")
