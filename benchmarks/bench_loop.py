@@ -20,7 +20,10 @@ challenger disagreement); the team's capacity (answers per hour of event time)
 grants the audits first, then the highest values; a simulated reviewer (3%
 label noise) answers the granted events within the batch (the bench assumes
 answers arrive before the decision is served: an upper bound on what review
-latency allows). The served decision is the human's answer when there is one,
+latency allows); with ``--confirm-above C`` a correction of a prediction made at
+confidence >= C also gets a senior's answer (1% noise, charged to the capacity),
+which decides — the review server's ``LOOPLINE_REVIEW_CONFIRM_OVERRIDES_ABOVE``.
+The served decision is the human's answer when there is one,
 else the model the serving controller names (the producer's prediction or the
 challenger's). Audited answers feed the autonomy monitor and — before the
 challenger learns them — the serving controller (random, held out); every
@@ -52,6 +55,7 @@ AUDIT_RATE = 0.02
 POLICY = 'version = "bench-loop"\n[models.fraud]\npositive_label = "fraud"\n[models.fraud.tiers.auto]\n' \
          f'min_confidence = 0.9\naudit_rate = {AUDIT_RATE}\n'
 NOISE = 0.03
+SENIOR_NOISE = 0.01  # the demo's senior reviewer
 ERROR_BUDGET = 0.02  # the auto tier's error budget (the producer's auto-tier error is ~1.1% before the change)
 #: autonomy levels sized to the team: audits that no one can answer would only crowd out the chosen tasks
 LEVELS = (AutonomyLevel(0.04, 0.03), AutonomyLevel(0.06, 0.06))
@@ -65,7 +69,24 @@ def f1(true: np.ndarray, pred: np.ndarray) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, class_probabilities: bool = True) -> dict:
+def noisy(truth: str, noise: float, rng) -> str:
+    """A reviewer's label: the truth, flipped with probability ``noise``."""
+    return truth if rng.random() >= noise else ("legit" if truth == "fraud" else "fraud")
+
+
+def example(e: dict, d, label: str, tier: str, audit: bool, reviewer: str, answers: int, effective: str) -> dict:
+    """The TrainingExample the join would emit for one answer."""
+    return {"event_id": e["event_id"], "model_name": "fraud", "model_version": "v1",
+            "correction_id": f"c-{e['event_id']}-{answers}", "reviewer_id": reviewer,
+            "action": "approve" if label == e["predicted_label"] else "override", "label": label,
+            "effective_label": effective, "answers_so_far": answers, "tier": tier, "audit": audit,
+            "sampling_propensity": d.sampling_propensity if audit else 1.0, "reason": d.reason,
+            "policy_version": d.policy_version, "task_created_at": e["emitted_at"],
+            "reviewed_at": e["emitted_at"] + answers - 1, "review_seconds": 30.0, "prediction": e}
+
+
+def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, class_probabilities: bool = True,
+        confirm_above: float | None = None) -> dict:
     traffic = FraudTraffic(seed=seed, n_events=n, feature_shift_at=SHIFT_AT, concept_drift_at=DRIFT_AT,
                            events_per_second=eps)
     holder = PolicyHolder(Policy.from_toml(POLICY))
@@ -89,6 +110,7 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, clas
     conf_all = np.zeros(n)
     changes = []
     stages = []
+    confirmations = 0
     for ch in traffic.iter_chunks(chunk_size=batch):
         evs = ch.events
         if not class_probabilities:  # allowed by the schema, and what the README's producer example does
@@ -119,24 +141,28 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, clas
             prod_all[k] = e["predicted_label"] == "fraud"
             level[k] = autonomy.monitors["fraud"].level if "fraud" in autonomy.monitors else 0
             if granted[i]:
-                label = truth[i] if rng.random() >= NOISE else ("legit" if truth[i] == "fraud" else "fraud")
+                label = noisy(truth[i], NOISE, rng)
                 human[k] = True
                 audited[k] = bool(is_audit[i])
+                reviewer = f"r{int(rng.integers(6))}"
+                tier = "auto" if is_audit[i] else "review"
                 if is_audit[i]:  # an audit checks an auto decision after it was served
                     use_ch = ch_model is not None and serving.serve(e["event_id"]) == "challenger"
                     served_by_ch[k] = use_ch
                     served_all[k] = (ch_pred[i] if use_ch else e["predicted_label"]) == "fraud"
+                    examples.append(example(e, d, label, tier, True, reviewer, 1, label))
+                elif (confirm_above is not None and label != e["predicted_label"]
+                      and e["confidence"] >= confirm_above):
+                    # a confident prediction overridden: a senior's second opinion decides (the escalation tier wins)
+                    senior = noisy(truth[i], SENIOR_NOISE, rng)
+                    capacity.charge(1)
+                    confirmations += 1
+                    served_all[k] = senior == "fraud"
+                    examples.append(example(e, d, label, tier, False, reviewer, 1, label))
+                    examples.append(example(e, d, senior, "escalate", False, "senior", 2, senior))
                 else:  # a review task is answered before its decision is served
                     served_all[k] = label == "fraud"
-                tier = "auto" if is_audit[i] else "review"
-                examples.append({
-                    "event_id": e["event_id"], "model_name": "fraud", "model_version": "v1",
-                    "correction_id": f"c-{e['event_id']}", "reviewer_id": f"r{int(rng.integers(6))}",
-                    "action": "approve" if label == e["predicted_label"] else "override", "label": label,
-                    "effective_label": label, "answers_so_far": 1, "tier": tier, "audit": bool(is_audit[i]),
-                    "sampling_propensity": d.sampling_propensity if is_audit[i] else 1.0, "reason": d.reason,
-                    "policy_version": d.policy_version, "task_created_at": e["emitted_at"],
-                    "reviewed_at": e["emitted_at"], "review_seconds": 30.0, "prediction": e})
+                    examples.append(example(e, d, label, tier, False, reviewer, 1, label))
                 if is_audit[i]:
                     if detector.observe(label != e["predicted_label"], d.sampling_propensity, e["confidence"], k):
                         alarms.append(k)
@@ -158,6 +184,9 @@ def run(seed: int, n: int, answers_per_hour: float, eps: float, batch: int, clas
     rep["detection_bound"] = detection_bound(true_all, prod_all, conf_all, traffic.drift_index,
                                              AUDIT_RATE, NOISE)
     rep["class_probabilities"] = class_probabilities
+    rep["confirm_overrides_above"] = confirm_above
+    rep["confirmations_share"] = confirmations / n  # second opinions (extra answers, charged to the capacity)
+    rep["human_tasks_share"] = (int(human.sum()) + confirmations) / n  # every task a person answered
     rep["serving_status"] = serving.status()
     rep["learner_quality"] = {k: v for k, v in learner.stats()["quality"].items() if k.endswith(".all")}
     return rep
@@ -283,20 +312,20 @@ def summary(reps: list[dict]) -> dict:
 
 SWEEP_KEYS = ("team_answers_per_hour", "team_capacity_share", "human_share", "errors_answered_share",
               "errors_not_served_unchanged_share", "served_f1_third_cycle_lift", "served_fp_change",
-              "served_by_challenger_share")
+              "served_by_challenger_share", "confirmations_share")
 
 
 def _one(job: tuple) -> dict:
     """One seed at one capacity (a process-pool job): the report without its series, plus the plot."""
-    seed, events, aph, eps, batch, out, draw, probs = job
-    rep = run(seed, events, aph, eps, batch, probs)
+    seed, events, aph, eps, batch, out, draw, probs, confirm = job
+    rep = run(seed, events, aph, eps, batch, probs, confirm)
     if draw:
         plot(rep, out / f"loop_seed{seed}.png")
     rep.pop("_series")
     return rep
 
 
-def plot_sweep(rows: list[dict], path: Path) -> None:
+def plot_sweep(rows: list[dict], path: Path, title: str) -> None:
     """The targets against the human share, one line per seed (the dashed lines are the issue's targets)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -309,13 +338,14 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         ax[0].plot(x, [100 * r["errors_not_served_unchanged_share"] for r in rs], "o-", label=f"seed {seed}")
         ax[1].plot(x, [r["served_f1_third_cycle_lift"] for r in rs], "o-", label=f"seed {seed}")
         ax[2].plot(x, [100 * r["served_fp_change"] for r in rs], "o-", label=f"seed {seed}")
-    for a, target, title in ((ax[0], 90, "producer errors not served unchanged (%)"),
+    for a, target, name in ((ax[0], 90, "producer errors not served unchanged (%)"),
                              (ax[1], 0.12, "served F1 - producer F1, 3rd cycle after the change"),
                              (ax[2], -40, "served false positives vs producer (%)")):
         a.axhline(target, color="grey", ls="--")
-        a.set_title(title, fontsize=9)
+        a.set_title(name, fontsize=9)
         a.set_xlabel("events answered by a human, audits included (%)")
         a.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -335,15 +365,19 @@ def main() -> None:
                     help="also run every seed at these multiples of the capacity (default with no value: 2 4 6 8)")
     ap.add_argument("--no-class-probabilities", action="store_true",
                     help="producers send no class_probabilities (the learner must be as good without them)")
+    ap.add_argument("--confirm-above", type=float, default=None, metavar="CONFIDENCE",
+                    help="an analyst's override of a prediction at or above this confidence gets a senior's second "
+                         "opinion (1%% noise), which decides; charged to the capacity "
+                         "(LOOPLINE_REVIEW_CONFIRM_OVERRIDES_ABOVE in the review server)")
     ap.add_argument("--jobs", type=int, default=2, help="processes (each run is single-threaded)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/loop"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     multiples = [] if args.sweep is None else (args.sweep or [2.0, 4.0, 6.0, 8.0])
     jobs = [(seed, args.events, args.answers_per_hour, args.events_per_second, args.batch, args.out, True,
-             not args.no_class_probabilities) for seed in args.seeds]
+             not args.no_class_probabilities, args.confirm_above) for seed in args.seeds]
     jobs += [(seed, args.events, args.answers_per_hour * m, args.events_per_second, args.batch, args.out, False,
-              not args.no_class_probabilities) for m in multiples for seed in args.seeds]
+              not args.no_class_probabilities, args.confirm_above) for m in multiples for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(_one, jobs))
     reps = results[:len(args.seeds)]
@@ -361,7 +395,9 @@ def main() -> None:
         for row in sorted(sweep, key=lambda r: (r["team_capacity_share"], r["seed"])):
             print(f"capacity {row['team_capacity_share']:.2f} seed {row['seed']}: " + ", ".join(
                 f"{k} {row[k]:.3f}" for k in SWEEP_KEYS[2:]))
-        plot_sweep(sweep, args.out / "loop_sweep.png")
+        plot_sweep(sweep, args.out / "loop_sweep.png", "bench_loop: 3% noisy reviewers, " + (
+            f"second opinion on corrections of predictions at confidence >= {args.confirm_above}"
+            if args.confirm_above is not None else "no second opinions"))
     (args.out / "report.json").write_text(json.dumps({"seeds": reps, "summary": summary(reps), "sweep": sweep},
                                                      indent=1))
     print(json.dumps(summary(reps), indent=1))

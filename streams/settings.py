@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     review_escalation_sla_seconds: float = Field(3600.0, gt=0, description="an analyst's escalation is due this long after it was escalated")
     review_escalation_priority: int = Field(250, description="priority of an analyst's escalation (native escalations start at 200)")
     review_priority_weight_seconds: float = Field(60.0, ge=0, description="queue urgency = due time - priority x this")
+    review_confirm_overrides_above: float | None = Field(None, gt=0, le=1, description="an analyst's correction of a prediction at or above this confidence also goes to a senior, whose answer decides (a second opinion; unset = off)")
     review_max_seen_labels: int = Field(20, ge=2, le=200, description="labels offered for a model without a declared label set (labels seen so far)")
     snapshot_hmac_key: SecretStr = Field(SecretStr(DEV_KEY), description="key for model snapshot HMACs")
     # who may change what (docs/security.md)

@@ -117,6 +117,9 @@ class ReviewMetrics:
                               ["method", "outcome"], registry=registry)
         self.lockouts = Counter("loopline_review_lockouts_total",
                                 "failed-login locks started, by scope (account, address)", ["scope"], registry=registry)
+        self.second_opinions = Counter("loopline_review_second_opinions_total",
+                                       "analyst corrections of confident predictions sent to a senior for a second "
+                                       "opinion (LOOPLINE_REVIEW_CONFIRM_OVERRIDES_ABOVE)", registry=registry)
         registry.register(_StoreCollector(store))
 
 
@@ -403,11 +406,32 @@ class ReviewService:
             self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], note, now),
                                      int((now + self.settings.escalation_sla_seconds) * 1000),
                                      self.settings.escalation_priority)
+        elif self.needs_second_opinion(task, queue, wire):
+            why = (f"second opinion: {reviewer['name']} corrected {predicted!r} at confidence "
+                   f"{float(task['prediction']['confidence']):.2f} to {label!r}")
+            self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], why, now),
+                                     int((now + self.settings.escalation_sla_seconds) * 1000),
+                                     self.settings.escalation_priority)
+            self.metrics.second_opinions.inc()
         self.store.record_answer(task, wire, label, now)
         self.store.record_reviewer_answer(reviewer["name"], task, wire, label, now)
         self.metrics.reviews.labels(TIER_OF_QUEUE[queue], wire).inc()
         self.metrics.latency.labels(TIER_OF_QUEUE[queue]).observe(review_seconds)
         return correction
+
+
+    def needs_second_opinion(self, task: dict, queue: str, wire: str) -> bool:
+        """An analyst's correction of a confident prediction goes to a senior too (``confirm_overrides_above``).
+
+        A reviewer who is wrong 3% of the time, answering events the model had right 99% of the time,
+        adds more errors than they remove; a second opinion on the few corrections of confident
+        predictions keeps the served false positives down (docs/loop.md, bench_loop ``--confirm-above``).
+        Audits are not confirmed: their outcomes estimate the auto tier's error with the reviewers'
+        known noise, and a confirmation would make that sample depend on its own answers.
+        """
+        above = self.settings.confirm_overrides_above
+        return (above is not None and wire == "override" and queue == ANALYST and not task.get("audit")
+                and float(task["prediction"].get("confidence", 0.0)) >= above)
 
 
 def escalation_context(task: dict, reviewer: str, note: object, now: float) -> dict:

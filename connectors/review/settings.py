@@ -51,6 +51,9 @@ class ReviewSettings:
     escalation_priority: int = 250  # ... and carries this priority (above native escalations' base 200)
     priority_weight_seconds: float = 60.0  # urgency = due time - priority x this (one point = one minute)
     max_seen_labels: int = 20  # labels offered for a model without a declared label set
+    # an analyst's correction of a prediction at or above this confidence gets a senior's second opinion
+    # (an escalation copy whose answer decides); None = off
+    confirm_overrides_above: float | None = None
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> ReviewSettings:

@@ -51,6 +51,7 @@ class ReviewCapacity:
         self.granted = 0
         self.audits = 0
         self.declined = 0
+        self.charged = 0
 
     def _refill(self, event_ms: int) -> None:
         if self.clock_ms is None:
@@ -58,6 +59,12 @@ class ReviewCapacity:
         elif event_ms > self.clock_ms:
             self.tokens = min(self.burst, self.tokens + (event_ms - self.clock_ms) * self._per_ms)
             self.clock_ms = event_ms
+
+    def charge(self, answers: int = 1) -> None:
+        """Answers spent outside :meth:`grant` (a second opinion on an override): taken from the tokens,
+        which may go below zero, so later batches get fewer grants and the bound still holds."""
+        self.tokens -= answers
+        self.charged += answers
 
     def grant(self, values: np.ndarray, event_ms: int, audits: np.ndarray | None = None) -> np.ndarray:
         """Which of a batch's candidate tasks go to a human (bool mask over ``values``).
@@ -73,7 +80,7 @@ class ReviewCapacity:
             out |= audits
             n_audit = int(audits.sum())
             self.audits += n_audit
-            self.tokens = max(0.0, self.tokens - n_audit)
+            self.tokens = min(self.tokens, max(0.0, self.tokens - n_audit))  # audits never pay off a charge
         free = np.flatnonzero(~out)
         k = min(int(self.tokens), len(free))
         if k > 0:

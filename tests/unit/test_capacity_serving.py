@@ -25,6 +25,23 @@ def test_never_routes_more_than_the_team_can_answer():
     assert granted >= 0.5 * (120 * hours - cap.audits)  # and the capacity is used, not wasted
 
 
+def test_second_opinions_are_charged_to_the_same_capacity():
+    rng = np.random.default_rng(1)
+    cap = ReviewCapacity(answers_per_hour=360, burst=5)
+    t = 0
+    for _ in range(3000):  # 50 minutes of event time; a tenth of the granted tasks needs a second answer
+        t += 1000
+        audits = rng.random(20) < 0.02
+        mask = cap.grant(rng.random(20), t, audits)
+        for _ in range(int((mask & ~audits).sum())):
+            if rng.random() < 0.1:
+                cap.charge(1)
+    hours = t / 3_600_000
+    assert cap.charged > 0
+    assert cap.granted + cap.charged <= 360 * hours + 5  # granted tasks and second opinions together
+    assert cap.granted + cap.charged >= 0.9 * (360 * hours - cap.audits)
+
+
 def test_the_most_likely_errors_are_chosen():
     cap = ReviewCapacity(answers_per_hour=3600, burst=3)
     values = expected_error(np.array([0.99, 0.6, 0.95, 0.97, 0.7]),

@@ -112,6 +112,45 @@ def test_escalation_keeps_its_context_and_sorts_by_its_sla(svc):
         svc.claim("ev-1:escalate", who(svc, "ana"))  # analysts do not answer escalations
 
 
+def confident(n: int, confidence: float, audit: bool = False) -> dict:
+    t = task(n, audit=audit)
+    t["prediction"]["confidence"] = t["insights"]["confidence"] = confidence
+    return t
+
+
+def test_a_correction_of_a_confident_prediction_gets_a_seniors_second_opinion(svc):
+    import dataclasses
+
+    from loopline.processors.feedback.join import effective_label
+
+    plain = svc.settings
+    svc.settings = dataclasses.replace(plain, confirm_overrides_above=0.9)
+    now = time.time()
+    svc.store.add_tasks([confident(1, 0.97), confident(2, 0.97), confident(3, 0.7), confident(4, 0.97, audit=True)],
+                        now)
+    ana = who(svc, "ana")
+    for n in (1, 2, 3, 4):
+        svc.claim(f"ev-{n}:review", ana)
+    first = submit(svc, "ev-1:review", "ana", "correct", "fraud")  # confident, corrected: a senior confirms
+    submit(svc, "ev-2:review", "ana", "approve")  # approved: nothing to confirm
+    submit(svc, "ev-3:review", "ana", "correct", "fraud")  # the model was unsure: the analyst decides
+    submit(svc, "ev-4:review", "ana", "correct", "fraud")  # an audit: its outcome estimates the noise-aware error
+    waiting = svc.waiting(who(svc, "sam"), "escalation")
+    assert [t["task_id"] for t in waiting] == ["ev-1:escalate"]
+    esc = waiting[0]["escalation"]
+    assert esc["by"] == "ana" and "second opinion" in esc["note"] and "0.97" in esc["note"]
+    assert svc.metrics.second_opinions._value.get() == 1
+    svc.claim("ev-1:escalate", who(svc, "sam"))
+    second = submit(svc, "ev-1:escalate", "sam", "approve")  # the senior says the model was right
+    assert second["tier"] == "escalate"
+    assert effective_label([first, second]) == "legit"  # what is served and learned: the senior's answer
+    svc.settings = plain  # off (the default): no copy
+    svc.store.add_task(confident(5, 0.99), now)
+    svc.claim("ev-5:review", ana)
+    submit(svc, "ev-5:review", "ana", "correct", "fraud")
+    assert [t["task_id"] for t in svc.waiting(who(svc, "sam"), "escalation")] == []
+
+
 def test_paging_filters_search_and_counts(svc):
     now = time.time()
     svc.store.add_tasks([task(i, priority=100 + i % 7, audit=i % 10 == 0) for i in range(120)], now)
