@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # drift detection (the "drift" agent; see README "Drift detection")
     # drift detection (the "drift" agent; see docs/drift.md)
     drift_bucket_ms: int = Field(5000, ge=100, description="event-time bucket; a bucket is evaluated once, when the watermark passes it")
+    drift_bucket_events: int = Field(2000, ge=0, description="buckets adapt to traffic: a model version whose reference holds more events than this per drift_bucket_ms gets buckets halved until they hold about this many (at least 250 ms), so alarms come within about this many events of a change as well as within drift_bucket_ms; 0 = fixed buckets")
     drift_reference_events: int = Field(5000, ge=100, description="first N predictions of a model version form its reference")
     drift_reference_outcomes: int = Field(1000, ge=10, description="first N joined corrections form the reference error rate")
     drift_budget_events: int = Field(100_000, ge=1000, description="false-alarm budget: expected events between false alarms of each detector")

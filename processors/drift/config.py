@@ -23,6 +23,15 @@ class DriftConfig:
     bucket_ms
         Width of a time bucket (event time). Workers count per bucket; a bucket is
         evaluated once, when the watermark passes its end.
+    bucket_events, min_bucket_ms
+        Buckets that adapt to traffic (``bucket_events`` > 0): when a version's
+        reference shows more than ``bucket_events`` events per ``bucket_ms``,
+        its buckets are ``bucket_ms`` halved until they hold about that many
+        (never below ``min_bucket_ms``), so an alarm comes within about
+        ``bucket_events`` events of a change as well as within ``bucket_ms``.
+        The width is chosen once per version, when its reference freezes, and
+        travels with the profile (workers count with it). 0 = every version
+        uses ``bucket_ms``.
     window_buckets
         The current window is the last ``window_buckets`` buckets.
     numeric_bins, top_k, max_known
@@ -73,6 +82,8 @@ class DriftConfig:
     reference_events: int = 5000
     reference_outcomes: int = 1000
     bucket_ms: int = 5000
+    bucket_events: int = 0
+    min_bucket_ms: int = 250
     window_buckets: int = 8
     numeric_bins: int = 10
     top_k: int = 20
@@ -108,6 +119,8 @@ class DriftConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"drift setting {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.bucket_events < 0 or self.min_bucket_ms < 1:
+            raise ConfigError("drift setting bucket_events must be >= 0 and min_bucket_ms >= 1")
         if self.budget_per not in ("model", "detector"):
             raise ConfigError(f"drift setting budget_per must be model or detector, got {self.budget_per!r}")
         if self.max_known < self.top_k:
@@ -124,3 +137,29 @@ class DriftConfig:
             bad = [d for d in getattr(self, name) if d not in allowed]
             if bad:
                 raise ConfigError(f"drift setting {name}: unknown detector(s) {bad}; choose from {allowed}")
+
+
+def bucket_width(config: DriftConfig, n: int, span_ms: int) -> int:
+    """The bucket width of a version whose reference holds ``n`` events over ``span_ms`` of event time.
+
+    ``bucket_ms`` halved while a bucket would hold more than ``bucket_events`` events and the half is
+    at least ``min_bucket_ms`` (see :class:`DriftConfig`).
+
+    >>> c = DriftConfig(bucket_ms=5000, bucket_events=2000)
+    >>> bucket_width(c, 5000, 1250), bucket_width(c, 5000, 50_000), bucket_width(DriftConfig(), 5000, 1250)
+    (312, 5000, 5000)
+    """
+    width = config.bucket_ms
+    if config.bucket_events <= 0 or n < 2:
+        return width
+    per = (n - 1) * width / max(span_ms, 1)
+    while per > config.bucket_events and width // 2 >= config.min_bucket_ms:
+        width //= 2
+        per /= 2
+    return width
+
+
+def width_of(config: DriftConfig, profile: object | None) -> int:
+    """The bucket width a version counts with: its profile's, else the configured ``bucket_ms``."""
+    w = getattr(profile, "bucket_ms", 0) if profile is not None else 0
+    return int(w) if w else config.bucket_ms

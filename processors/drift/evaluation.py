@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from loopline.processors.drift.columns import Columns
+from loopline.processors.drift.config import width_of
 from loopline.processors.drift.detectors import BinomialCusum, Hysteresis, RankCusum, WindowTest
 from loopline.processors.drift.reference import ErrorReference, ReferenceProfile
 
@@ -80,7 +81,7 @@ class BucketEvaluation:
                     vs.slots.append(Slot(sig.name, i, det, self._hysteresis(1), f"CUSUM since {ref}"))
                 else:
                     det = WindowTest(d, sig, s, c)
-                    window = f"last {c.window_buckets} x {c.bucket_ms} ms buckets vs {ref}"
+                    window = f"last {c.window_buckets} x {width_of(c, profile)} ms buckets vs {ref}"
                     vs.slots.append(Slot(sig.name, i, det, self._hysteresis(c.consecutive), window))
 
     def _install_error(self, vs: VersionState, err: ErrorReference) -> None:
@@ -89,7 +90,7 @@ class BucketEvaluation:
                               f"error CUSUM p0={det.p0:.4f} vs p1={det.p1:.4f} since reference of {err.n} outcomes")
 
     def _evaluate(self, vs: VersionState, b: int, events: list[dict]) -> None:
-        at = (b + 1) * self.config.bucket_ms
+        at = (b + 1) * width_of(self.config, vs.profile)
         if b in vs.ring and vs.slots:
             profile = vs.profile
             window = np.zeros(profile.total_bins, np.int64)

@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 
 from loopline.processors.drift.columns import Columns, outcome_columns
-from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.config import DriftConfig, width_of
 from loopline.processors.drift.reference import ReferenceProfile
 from loopline.processors.errors import ConfigError
 from loopline.processors.wire.frame import PredictionFrame, frames_from_events
@@ -153,12 +153,12 @@ class DriftSketch:
         self._watermark = max(self._watermark, last)
         v.last_ms = max(v.last_ms, last)
         add_counts(v.buckets, count_codes(v.profile.bin_frame(frame), frame.emitted_at, v.profile.total_bins,
-                                          self.config.bucket_ms))
+                                          width_of(self.config, v.profile)))
 
     def update_columns(self, model_version: str, rows: Columns | None = None, outcomes: Columns | None = None) -> None:
         """Columnar entry point: prediction rows and/or outcome rows of one version."""
-        bucket_ms = self.config.bucket_ms
         v = self._version(model_version)
+        bucket_ms = width_of(self.config, v.profile)
         if rows is not None and len(rows):
             last = int(rows.t.max())
             self._watermark = max(self._watermark, last)

@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from loopline.processors.drift.columns import Columns
-from loopline.processors.drift.config import DriftConfig
+from loopline.processors.drift.config import DriftConfig, bucket_width, width_of
 from loopline.processors.drift.evaluation import BucketEvaluation, VersionState
 from loopline.processors.drift.histogram import DriftSketch, add_counts, count_buckets, count_outcomes
 from loopline.processors.drift.reference import ErrorReference, ReferenceProfile, build_profile
@@ -112,9 +112,9 @@ class DriftMonitor(BucketEvaluation):
         """Add a (worker's or merged) summary; nothing is evaluated until :meth:`advance`."""
         if summary["model_name"] != self.model_name:
             raise ConfigError(f"summary of model {summary['model_name']!r} given to the monitor of {self.model_name!r}")
-        bucket_ms = self.config.bucket_ms
         for name, part in summary["versions"].items():
             vs = self._version(name)
+            bucket_ms = width_of(self.config, vs.profile)
             vs.dropped += part["dropped"]
             if part["rows"] is not None:
                 rows = Columns.from_json(part["rows"])
@@ -149,14 +149,14 @@ class DriftMonitor(BucketEvaluation):
     def advance(self, watermark_ms: int) -> list[dict]:
         """Evaluate every bucket ending at or before ``watermark_ms``; return DriftEvent dicts."""
         events, self._pending = self._pending, []
-        bucket_ms, w = self.config.bucket_ms, int(watermark_ms)
-        closed = w // bucket_ms  # buckets < closed have ended
+        w = int(watermark_ms)
         for name in sorted(self._versions):
             vs = self._versions[name]
             if vs.profile is None:
                 self._freeze_predictions(vs, w)
             if vs.error_slot is None:
                 self._freeze_outcomes(vs, w)
+            closed = w // width_of(self.config, vs.profile)  # buckets < closed have ended
             todo = sorted({b for b in vs.ring if vs.last_pred < b < closed}
                           | {b for b in vs.out_ring if vs.last_out < b < closed})
             for b in todo:
@@ -268,16 +268,17 @@ class DriftMonitor(BucketEvaluation):
             return
         order = pool.order()
         c = self.config
-        profile = build_profile(pool.take(order[:n]), self.model_name, vs.name, c.bucket_ms, c.numeric_bins,
-                                c.top_k, c.max_known)
+        ref = pool.take(order[:n])
+        width = bucket_width(c, n, int(ref.t.max() - ref.t.min()))
+        profile = build_profile(ref, self.model_name, vs.name, width, c.numeric_bins, c.top_k, c.max_known)
         vs.pool, vs.pool_rows = [], 0
         self._install_profile(vs, profile)
-        self._add_pred(vs, count_buckets(profile, pool.take(order[n:]), c.bucket_ms))
+        self._add_pred(vs, count_buckets(profile, pool.take(order[n:]), width))
 
     def _freeze_outcomes(self, vs: VersionState, w: int) -> None:
         n = self.config.reference_outcomes
-        if sum(len(p) for p in vs.out_pool) < n:
-            return
+        if sum(len(p) for p in vs.out_pool) < n or (self.config.bucket_events and vs.profile is None):
+            return  # with adaptive buckets the width comes with the predictions' reference: wait for it
         pool = Columns.concat(vs.out_pool)
         if int(np.sum(pool.t < w)) < n:
             vs.out_pool = [pool]
@@ -285,13 +286,14 @@ class DriftMonitor(BucketEvaluation):
         order = pool.order()
         ref = pool.take(order[:n])
         span = max(int(ref.t.max() - ref.t.min()), 1)
-        per_bucket = self.config.outcomes_per_bucket or max((n - 1) * self.config.bucket_ms / span, 1e-3)
+        width = width_of(self.config, vs.profile)
+        per_bucket = self.config.outcomes_per_bucket or max((n - 1) * width / span, 1e-3)
         err = ErrorReference(n, int(round(ref.fields["error"].sum())), float(min(per_bucket, n)))
         vs.out_pool = []
         self._install_error(vs, err)
         if vs.profile is not None:
             vs.profile.error = err
-        self._add_out(vs, count_outcomes(pool.take(order[n:]), self.config.bucket_ms))
+        self._add_out(vs, count_outcomes(pool.take(order[n:]), width))
 
     def _force_pending(self, vs: VersionState) -> None:
         """Bound memory when the watermark stalls: evaluate the oldest buckets beyond ``max_pending_buckets``."""

@@ -170,12 +170,15 @@ class ReferenceProfile:
     signals: list[SignalProfile]
     error: ErrorReference | None = None
     source: str = "first_n"
+    bucket_ms: int = 0  # the width this version's buckets are counted with; 0 = the configured bucket_ms
 
     def __post_init__(self) -> None:
         sizes = [s.n_bins for s in self.signals]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._by_name = {s.name: s for s in self.signals}
         layout = json.dumps([s.to_json() for s in self.signals], sort_keys=True).encode()
+        if self.bucket_ms:  # counts of different widths never merge either
+            layout += f"|{int(self.bucket_ms)}".encode()
         self._fingerprint = f"{zlib.crc32(layout):08x}"
 
     @property
@@ -226,7 +229,7 @@ class ReferenceProfile:
     def to_json(self) -> dict:
         return {"format": FORMAT, "model_name": self.model_name, "model_version": self.model_version,
                 "n_events": self.n_events, "start_ms": self.start_ms, "end_ms": self.end_ms,
-                "events_per_bucket": self.events_per_bucket, "source": self.source,
+                "events_per_bucket": self.events_per_bucket, "source": self.source, "bucket_ms": self.bucket_ms,
                 "signals": [s.to_json() for s in self.signals],
                 "error": None if self.error is None else {"n": self.error.n, "errors": self.error.errors,
                                                           "outcomes_per_bucket": self.error.outcomes_per_bucket}}
@@ -239,7 +242,7 @@ class ReferenceProfile:
         return cls(d["model_name"], d["model_version"], d["n_events"], d["start_ms"], d["end_ms"],
                    d["events_per_bucket"], [SignalProfile.from_json(s) for s in d["signals"]],
                    None if err is None else ErrorReference(err["n"], err["errors"], err["outcomes_per_bucket"]),
-                   d.get("source", "first_n"))
+                   d.get("source", "first_n"), int(d.get("bucket_ms", 0) or 0))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
@@ -298,4 +301,5 @@ def build_profile(cols: Columns, model_name: str, model_version: str, bucket_ms:
     n = len(cols)
     t0, t1 = int(cols.t.min()), int(cols.t.max())
     per_bucket = float(min(n, (n - 1) * bucket_ms / max(t1 - t0, 1))) if n > 1 else 1.0
-    return ReferenceProfile(model_name, model_version, n, t0, t1, max(per_bucket, 1.0), signals, None, source)
+    return ReferenceProfile(model_name, model_version, n, t0, t1, max(per_bucket, 1.0), signals, None, source,
+                            int(bucket_ms))

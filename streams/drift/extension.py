@@ -41,7 +41,7 @@ log = logging.getLogger("loopline.drift")
 
 
 def drift_config(settings) -> DriftConfig:
-    return DriftConfig(bucket_ms=settings.drift_bucket_ms,
+    return DriftConfig(bucket_ms=settings.drift_bucket_ms, bucket_events=settings.drift_bucket_events,
                        reference_events=settings.drift_reference_events,
                        reference_outcomes=settings.drift_reference_outcomes,
                        budget_events=settings.drift_budget_events,

@@ -230,6 +230,50 @@ def test_two_workers_give_the_verdicts_of_one():
     assert single.profiles()["v1"].to_json() == merger.profiles()["v1"].to_json()
 
 
+def test_buckets_adapt_to_traffic_so_the_delay_is_bounded_in_events():
+    # 1 event per ms = 1,000 events/s: a fixed 5 s bucket holds 5,000 events, so an alarm comes at the
+    # earliest 5,000 events after a change; with bucket_events=500 the version's buckets are 312 ms
+    shifted = stream(40_000, seed=5, shift=1.0, change_at=30_000)
+    delays = {}
+    for name, extra in (("fixed", {}), ("adaptive", {"bucket_events": 500})):
+        m = DriftMonitor("m", DriftConfig(bucket_ms=5000, reference_events=5000, **extra))
+        evs = [e for e in run(m, shifted) if e["signal"] == "x" and e["state"] == "started"]
+        delays[name] = min(e["detected_at"] for e in evs) - 30_000
+        width = m.profiles()["v1"].bucket_ms
+        assert width == (5000 if name == "fixed" else 312)
+        assert all(f"x {width} ms buckets" in e["window"] for e in evs if e["detector"] != "rank_cusum")
+    assert delays["adaptive"] <= 1500 < 5000 <= delays["fixed"], delays
+    quiet = DriftMonitor("m", DriftConfig(bucket_ms=5000, reference_events=5000, bucket_events=500))
+    run(quiet, Columns(stream(8000, seed=2).t * 20, stream(8000, seed=2).ids, stream(8000, seed=2).fields))
+    assert quiet.profiles()["v1"].bucket_ms == 5000  # 50 events/s: 250 per bucket, nothing to adapt
+
+
+def test_two_workers_with_adaptive_buckets_give_the_verdicts_of_one():
+    cfg = DriftConfig(bucket_ms=4000, bucket_events=400, reference_events=3000, reference_outcomes=300)
+    evs = events(14_000, seed=3, shift_at=9000)
+    outcomes = [{"model_version": "v1", "event_id": e["event_id"], "time_ms": e["emitted_at"] + 40,
+                 "error": (i % 7 == 0) or (i > 9000 and i % 3 == 0)} for i, e in enumerate(evs) if i % 2 == 0]
+    single, merger = DriftMonitor("fraud", cfg), DriftMonitor("fraud", cfg)
+    workers = [DriftSketch("fraud", cfg), DriftSketch("fraud", cfg)]
+    got_single, got_merged = [], []
+    for lo in range(0, len(evs), 700):
+        batch = evs[lo:lo + 700]
+        outs = [o for o in outcomes if lo <= int(o["event_id"].split("-")[-1]) < lo + 700]
+        wm = batch[-1]["emitted_at"]
+        got_single += single.update(batch, outs, watermark_ms=wm)
+        for k, w in enumerate(workers):
+            mine = lambda eid: partition_for(eid.encode(), 2) == k  # noqa: E731
+            w.update([e for e in batch if mine(e["event_id"])], [o for o in outs if mine(o["event_id"])])
+        merger.ingest(merge_summaries([summary_from_bytes(summary_to_bytes(w.summary())) for w in workers]))
+        got_merged += merger.advance(wm)
+        for p in merger.profiles().values():
+            for w in workers:
+                w.set_reference(ReferenceProfile.from_json(json.loads(json.dumps(p.to_json()))))
+    assert single.profiles()["v1"].bucket_ms == 250  # 4,000 events per 4 s bucket -> halved until <= 400
+    assert got_merged == got_single
+    assert any(e["signal"] == "x" for e in got_single) and any(e["signal"] == "error" for e in got_single)
+
+
 def test_merge_is_order_independent_and_checks_layouts():
     cfg = DriftConfig(bucket_ms=250, reference_events=500)
     a, b = DriftSketch("fraud", cfg), DriftSketch("fraud", cfg)
