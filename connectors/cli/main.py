@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out/demo", help="report folder")
     d.add_argument("--keep-running", action="store_true", help="leave broker and worker up after the report")
     d.add_argument("--reviewer-speedup", type=float, default=720.0,
-                   help="simulated reviewers work on a clock this many times faster than the wall clock "
+                   help="simulated reviewers work on a clock this many times faster than the event time decided "
                         "(default 720: the six reviewers' 1,140 answers per simulated hour are about 6%% of "
                         "the demo's events at ~4,000 events/s)")
     d.set_defaults(func=cmd_demo)

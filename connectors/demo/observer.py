@@ -64,6 +64,7 @@ class Observer(threading.Thread):
         self._lock = threading.Lock()
         self.t0 = time.time()
         self.t0_ms = int(self.t0 * 1000)
+        self.event_ms = self.t0_ms  # the newest event time decided: the reviewers' clock follows it
 
     # ------------------------------------------------------------------ input side
     def record_sent(self, events: list[dict]) -> None:
@@ -94,7 +95,9 @@ class Observer(threading.Thread):
         self.consumer.close()
 
     def _sim_now(self) -> int:
-        return self.t0_ms + int((time.time() - self.t0) * 1000 * self.speedup)
+        """The reviewers' clock: ``speedup`` x the event time decided so far (not the wall clock, so a worker
+        that falls behind on a loaded machine gives the team no extra time per event)."""
+        return self.t0_ms + int(max(self.event_ms - self.t0_ms, 0) * self.speedup)
 
     def _second(self) -> int:
         return int(time.time() - self.t0)
@@ -108,6 +111,7 @@ class Observer(threading.Thread):
             self.confidence[i] = d["confidence"]
             self.pred_fraud[i] = d["predicted_label"] == "fraud"
             self.served_fraud[i] = (d.get("served_label") or d["predicted_label"]) == "fraud"
+            self.event_ms = max(self.event_ms, int(d["emitted_at"]))
             self.by_challenger[i] = d.get("served_by", "producer") != "producer"
             sec[code] += 1
             self.decided += 1
@@ -126,9 +130,9 @@ class Observer(threading.Thread):
         if not corrections:
             return
         topic = self.settings.topics.corrections
+        now_ms = int(time.time() * 1000)
         for c in corrections:
-            # reviewers work on a fast clock; publish real (wall-clock) answer times
-            c["reviewed_at"] = self.t0_ms + int((c["reviewed_at"] - self.t0_ms) / self.speedup)
+            c["reviewed_at"] = now_ms  # reviewers work on a fast clock; the answer is published now
             self.producer.produce(topic, key=c["event_id"].encode(), value=self.serde.encode(CORRECTION, c))
             if c["action"] in ("approve", "override") and c["corrected_label"] is not None:
                 self.reviewed[event_index(c["event_id"])] = 1 if c["corrected_label"] == "fraud" else 0

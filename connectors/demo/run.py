@@ -6,7 +6,7 @@
    sent through :class:`~loopline.connectors.producer.PredictionProducer` at a paced rate;
 3. an observer reads decisions, review tasks and dead letters; simulated
    reviewers (capacity, latency, label noise, one adversary) answer review tasks
-   on a clock running ``--reviewer-speedup`` times faster than the wall clock and
+   on a clock running ``--reviewer-speedup`` times faster than the event time decided so far and
    publish ``CorrectionEvent`` s to ``loopline.corrections`` as real tools do;
 4. live progress every second, then a report (Markdown + PNG plots) in ``--out``.
 """
