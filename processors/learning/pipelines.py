@@ -17,10 +17,11 @@ label with ``predict_one(probs)``, and learns
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
-from river import forest, tree
+from river import drift, forest, tree
 
 from loopline.processors.learning.errors import LearningConfigError
 from loopline.processors.learning.linear import LinearModel
@@ -37,10 +38,18 @@ class BinaryLogReg:
     ``window`` test-then-train predictions (re-chosen every ``every`` examples),
     so a rare positive class (fraud) is predicted at all. Measured on the
     simulation after the concept drift: F1 0.00 at a fixed 0.5 threshold.
+
+    **Drift-aware** (``adapt``): ADWIN watches the model's test-then-train
+    log-loss; when it changes, a fresh model learns alongside on the same
+    examples, and whichever has the lower smoothed loss (half-life about
+    ``fresh_min`` examples, after ``fresh_min`` of them) is the one that
+    predicts and is exported to the route workers; after ``fresh_max``
+    examples the worse one is dropped and ADWIN watches again. A model trained
+    long on the old concept keeps its weights until a fresh one proves better.
     """
 
     def __init__(self, labels: tuple[str, ...], positive: str, lr: float = 0.05, window: int = 2000,
-                 every: int = 250) -> None:
+                 every: int = 250, adapt: bool = True, fresh_min: int = 200, fresh_max: int = 5000) -> None:
         self.labels = labels
         self.positive = positive
         self.negative = next((lb for lb in labels if lb != positive), "")
@@ -50,6 +59,14 @@ class BinaryLogReg:
         self.threshold = 0.5
         self._recent: deque = deque(maxlen=window)
         self._since = 0
+        self.adapt = adapt
+        self.fresh_min = fresh_min
+        self.fresh_max = fresh_max
+        self._detector = drift.ADWIN(delta=0.002) if adapt else None
+        self._other: LinearModel | None = None  # the model not in use while two compete
+        self._pair_n = 0
+        self._loss: list[float] = []  # smoothed log-loss of (model, other) on the same examples
+        self.switches = 0
 
     def observe(self, labels) -> None:
         """Take note of labels seen on an example (predicted, corrected, class-probability keys).
@@ -78,11 +95,37 @@ class BinaryLogReg:
         y = label == self.positive
         p = probs[self.positive] if probs is not None else self.model.predict_proba_one(x)
         self._recent.append((p, y))
+        if getattr(self, "adapt", False):  # snapshots from before it have no drift state
+            self._compete(x, y, p, w)
         self.model.learn_one(x, y, w)
         self._since += 1
         if self._since >= self.every:
             self._since = 0
             self.threshold = best_f1_threshold(self._recent, self.threshold)
+
+
+    def _compete(self, x: dict, y: bool, p: float, w: float) -> None:
+        """ADWIN on the loss; on a change a fresh model competes with the one in use (see class doc)."""
+        loss = -math.log(max(p if y else 1.0 - p, 1e-6))
+        other = self._other
+        if other is None:
+            self._detector.update(loss)
+            if self._detector.drift_detected:
+                self._other, self._pair_n, self._loss = LinearModel(lr=self.model.lr), 0, []
+            return
+        q = other.predict_proba_one(x)
+        pair = (loss, -math.log(max(q if y else 1.0 - q, 1e-6)))
+        a = 1.0 / self.fresh_min
+        self._loss = list(pair) if not self._loss else [(1 - a) * o + a * n for o, n in zip(self._loss, pair)]
+        other.learn_one(x, y, w)
+        self._pair_n += 1
+        if self._pair_n >= self.fresh_min and self._loss[1] < 0.9 * self._loss[0]:  # 10% better: no flapping
+            self.model, self._other = other, self.model
+            self._loss.reverse()
+            self.switches += 1
+        if self._pair_n >= self.fresh_max:
+            self._other = None
+            self._detector = drift.ADWIN(delta=0.002)
 
 
 def best_f1_threshold(pairs, default: float = 0.5) -> float:

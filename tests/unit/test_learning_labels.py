@@ -112,3 +112,36 @@ def test_logreg_folds_a_third_label_into_the_negative_class():
     m = make_challenger("logreg", ("a",), positive="p")
     m.observe(("b", "c"))
     assert m.negative == "a" and m.labels == ("a", "b", "c", "p")
+
+
+def _flip_stream(n: int, flip_at: int | None, seed: int):
+    import random
+
+    rng = random.Random(seed)
+    for i in range(n):
+        a = rng.gauss(0.0, 1.0)
+        y = (a > 0) != (flip_at is not None and i >= flip_at)  # the concept flips; the inputs do not move
+        yield {"a": a, "b": rng.gauss(0.0, 1.0)}, "fraud" if y else "legit"
+
+
+def _accuracy(model, stream, judge: range) -> float:
+    right = 0
+    for i, (x, label) in enumerate(stream):
+        probs = model.predict_proba_one(x)
+        right += i in judge and model.predict_one(probs) == label
+        model.learn_one(x, label, probs=probs)
+    return right / max(len(judge), 1)
+
+
+def test_the_default_learner_adapts_after_a_concept_change_and_stays_put_without_one():
+    from loopline.processors.learning.pipelines import BinaryLogReg
+
+    # trained on 20,000 examples of the old concept, judged on the 1,000 after the first 100 of the new one
+    judge = range(20_100, 21_100)
+    plain = BinaryLogReg(("fraud", "legit"), "fraud", adapt=False)
+    adaptive = BinaryLogReg(("fraud", "legit"), "fraud")
+    before, after = (_accuracy(m, _flip_stream(21_100, 20_000, 5), judge) for m in (plain, adaptive))
+    assert adaptive.switches >= 1 and after > before + 0.1, (before, after)  # measured 0.75 -> 0.89
+    calm = BinaryLogReg(("fraud", "legit"), "fraud")
+    _accuracy(calm, _flip_stream(8000, None, 6), range(0))
+    assert calm.switches == 0  # no change, no second model in use
