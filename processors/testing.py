@@ -1,8 +1,10 @@
-"""Deterministic synthetic predictions for benchmarks (12 numeric + 3 categorical features)."""
+"""Deterministic synthetic predictions for benchmarks and tests (12 numeric + 3 categorical features), and a
+stand-in challenger server for the router."""
 from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 
 def make_events(n: int, seed: int = 7, model: str = "fraud", start_ms: int | None = None) -> list[dict]:
@@ -30,3 +32,21 @@ def make_events(n: int, seed: int = 7, model: str = "fraud", start_ms: int | Non
             "trace_id": None,
         })
     return out
+
+
+class FlipEveryOther:
+    """A stand-in for the route workers' challenger scorer: serves the even auto-tier rows of a frame with the
+    opposite of the producer's label (a challenger that disagrees), as ``version``."""
+
+    def __init__(self, version: str = "challenger:v9") -> None:
+        self.version = version
+
+    def serve_frame(self, frame: Any, auto: Any) -> Any:
+        import numpy as np
+
+        from loopline.processors.routing.router import Served
+
+        mask = auto & (np.arange(frame.n) % 2 == 0)
+        flip = {"fraud": "legit", "legit": "fraud"}
+        labels = [flip[frame.labels[int(frame.label_codes[i])]] for i in np.flatnonzero(mask)]
+        return Served(self.version, mask, labels) if labels else None

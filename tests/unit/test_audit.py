@@ -16,7 +16,7 @@ from loopline.connectors.cli.main import main
 from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.policy.threshold import ThresholdPolicy
 from loopline.processors.routing.router import InputRecord, Router
-from loopline.processors.testing import make_events
+from loopline.processors.testing import FlipEveryOther, make_events
 from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events
 from loopline.processors.wire.serde import CORRECTION, MODEL_UPDATE, PREDICTION_BATCH, REVIEW_TASK, TRAINING_EXAMPLE, AvroSerde
@@ -292,23 +292,10 @@ def test_audit_metric_names_are_pinned():
     assert sorted(" ".join(line.split()[2:4]) for line in text.splitlines() if line.startswith("# TYPE loopline")) == pinned
 
 
-class _FlipEveryOther:
-    """Serves the even auto-tier rows with the opposite label (a challenger that disagrees with the producer)."""
-
-    def serve_frame(self, frame, auto):
-        import numpy as np
-
-        from loopline.processors.routing.router import Served
-        mask = auto & (np.arange(frame.n) % 2 == 0)
-        flip = {"fraud": "legit", "legit": "fraud"}
-        labels = [flip[frame.labels[int(frame.label_codes[i])]] for i in np.flatnonzero(mask)]
-        return Served("challenger:v7", mask, labels) if labels else None
-
-
 def test_each_decision_row_says_who_served_it_and_what_the_caller_got(db, capsys, tmp_path, monkeypatch):
     evs = make_events(200, seed=8, start_ms=NOW - 1000)
     router = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, worker="w1", max_decisions_per_record=64)
-    router.server = _FlipEveryOther()
+    router.server = FlipEveryOther("challenger:v7")
     res = router.route([InputRecord(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs, "b")), "p", 0, 1)],
                        now_ms=NOW)
     write(db, [Record(o.role, o.role, 0, n, o.value, tuple(o.headers), NOW) for n, o in enumerate(res.outputs)])

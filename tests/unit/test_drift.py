@@ -200,8 +200,9 @@ def test_training_examples_become_error_outcomes():
 
 
 # ---------------------------------------------------------------- many workers, one verdict
-def test_two_workers_give_the_verdicts_of_one():
-    cfg = DriftConfig(bucket_ms=250, reference_events=3000, reference_outcomes=300, consecutive=2)
+def one_and_two_workers(cfg: DriftConfig, check_status: bool = False):
+    """The same predictions and outcomes through one monitor and through two workers' sketches merged by a
+    lead (which publishes its reference profiles back to them): (single monitor, its events, merged events)."""
     evs = events(14_000, seed=3, shift_at=9000)
     outcomes = [{"model_version": "v1", "event_id": e["event_id"], "time_ms": e["emitted_at"] + 40,
                  "error": (i % 7 == 0) or (i > 9000 and i % 3 == 0)} for i, e in enumerate(evs) if i % 2 == 0]
@@ -223,11 +224,18 @@ def test_two_workers_give_the_verdicts_of_one():
         for p in merger.profiles().values():  # the lead publishes these; workers bin from then on
             for w in workers:
                 w.set_reference(ReferenceProfile.from_json(json.loads(json.dumps(p.to_json()))))
-        assert merger.status() == single.status()
+        if check_status:
+            assert merger.status() == single.status()
+    assert single.profiles()["v1"].to_json() == merger.profiles()["v1"].to_json()
+    return single, got_single, got_merged
+
+
+def test_two_workers_give_the_verdicts_of_one():
+    cfg = DriftConfig(bucket_ms=250, reference_events=3000, reference_outcomes=300, consecutive=2)
+    _, got_single, got_merged = one_and_two_workers(cfg, check_status=True)
     assert got_merged == got_single
     assert any(e["signal"] == "x" for e in got_single)
     assert any(e["signal"] == "error" for e in got_single)
-    assert single.profiles()["v1"].to_json() == merger.profiles()["v1"].to_json()
 
 
 def test_buckets_adapt_to_traffic_so_the_delay_is_bounded_in_events():
@@ -250,25 +258,7 @@ def test_buckets_adapt_to_traffic_so_the_delay_is_bounded_in_events():
 
 def test_two_workers_with_adaptive_buckets_give_the_verdicts_of_one():
     cfg = DriftConfig(bucket_ms=4000, bucket_events=400, reference_events=3000, reference_outcomes=300)
-    evs = events(14_000, seed=3, shift_at=9000)
-    outcomes = [{"model_version": "v1", "event_id": e["event_id"], "time_ms": e["emitted_at"] + 40,
-                 "error": (i % 7 == 0) or (i > 9000 and i % 3 == 0)} for i, e in enumerate(evs) if i % 2 == 0]
-    single, merger = DriftMonitor("fraud", cfg), DriftMonitor("fraud", cfg)
-    workers = [DriftSketch("fraud", cfg), DriftSketch("fraud", cfg)]
-    got_single, got_merged = [], []
-    for lo in range(0, len(evs), 700):
-        batch = evs[lo:lo + 700]
-        outs = [o for o in outcomes if lo <= int(o["event_id"].split("-")[-1]) < lo + 700]
-        wm = batch[-1]["emitted_at"]
-        got_single += single.update(batch, outs, watermark_ms=wm)
-        for k, w in enumerate(workers):
-            mine = lambda eid: partition_for(eid.encode(), 2) == k  # noqa: E731
-            w.update([e for e in batch if mine(e["event_id"])], [o for o in outs if mine(o["event_id"])])
-        merger.ingest(merge_summaries([summary_from_bytes(summary_to_bytes(w.summary())) for w in workers]))
-        got_merged += merger.advance(wm)
-        for p in merger.profiles().values():
-            for w in workers:
-                w.set_reference(ReferenceProfile.from_json(json.loads(json.dumps(p.to_json()))))
+    single, got_single, got_merged = one_and_two_workers(cfg)
     assert single.profiles()["v1"].bucket_ms == 250  # 4,000 events per 4 s bucket -> halved until <= 400
     assert got_merged == got_single
     assert any(e["signal"] == "x" for e in got_single) and any(e["signal"] == "error" for e in got_single)

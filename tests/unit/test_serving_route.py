@@ -11,8 +11,8 @@ from loopline.processors.learning.scorer import RiskScorer
 from loopline.processors.learning.serving import STAGES, share_unit
 from loopline.processors.learning.snapshot import load_model
 from loopline.processors.policy.threshold import ThresholdPolicy
-from loopline.processors.routing.router import InputRecord, Router, Served, iter_decisions
-from loopline.processors.testing import make_events
+from loopline.processors.routing.router import InputRecord, Router, iter_decisions
+from loopline.processors.testing import FlipEveryOther, make_events
 from loopline.processors.wire.catalogue import SchemaCatalogue
 from loopline.processors.wire.frame import batch_from_events, frames_from_events
 from loopline.processors.wire.serde import DECISION, PREDICTION_BATCH, AvroSerde
@@ -22,21 +22,11 @@ SERDE = AvroSerde(SchemaCatalogue.load())
 NOW = 1_800_000_000_000
 
 
-class EveryOther:
-    """Serves the even auto-tier rows with the opposite label."""
-
-    def serve_frame(self, frame, auto):
-        mask = auto & (np.arange(frame.n) % 2 == 0)
-        flip = {"fraud": "legit", "legit": "fraud"}
-        labels = [flip[frame.labels[int(frame.label_codes[i])]] for i in np.flatnonzero(mask)]
-        return Served("challenger:v9", mask, labels) if labels else None
-
-
 def test_each_decision_says_who_served_it_and_what():
     evs = make_events(400, seed=4, start_ms=NOW - 1000)
     rec = InputRecord(SERDE.encode(PREDICTION_BATCH, batch_from_events(evs, "b")), "p", 0, 0)
     router = Router(SERDE, ThresholdPolicy(0.9, 0.6), 300_000, max_decisions_per_record=150, decision_events=True)
-    router.server = EveryOther()
+    router.server = FlipEveryOther()
     res = router.route([rec], now_ms=NOW)
     rows = [d for o in res.outputs if o.role == "decisions" for d in iter_decisions(SERDE, o.value)]
     assert [d["event_id"] for d in rows] == [e["event_id"] for e in evs]
