@@ -24,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from loopline.connectors.review import pages
 from loopline.connectors.review import queue_view as qv
 from loopline.connectors.review.feed import CorrectionPublisher, TaskFeed
+from loopline.connectors.review.metrics import ReviewMetrics
 from loopline.connectors.review.pg_store import open_store
 from loopline.connectors.review.policy_marks import PolicyMarks, PolicyMarksFeed
-from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
+from loopline.connectors.review.service import ReviewError, ReviewService
 from loopline.connectors.review.sessions import SessionRegistry
 from loopline.connectors.review.settings import QUEUE_OF_TIER, ReviewSettings
 from loopline.connectors.review.store import ReviewStore

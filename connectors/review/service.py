@@ -1,4 +1,4 @@
-"""The review rules, independent of HTTP: who sees what, claiming, answering, masking, metrics.
+"""The review rules, independent of HTTP: who sees what, claiming, answering, masking (metrics: ``metrics``).
 
 Decisions documented here (the HTML pages and the JSON API share them):
 
@@ -25,12 +25,10 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from loopline.connectors.review.auth import ROLES, hash_password, verify_password
 from loopline.connectors.review.contract import Contract, Contracts
 from loopline.connectors.review.feed import correction_for, stable_correction_id
+from loopline.connectors.review.metrics import ReviewMetrics
 from loopline.connectors.review.settings import ANALYST, ESCALATION, QUEUE_OF_TIER, QUEUES, TIER_OF_QUEUE, ReviewSettings
 from loopline.connectors.review.store import LeaseError, QueueFilter, ReviewStore, TaskNotFound
 from loopline.connectors.review.throttle import LoginThrottle
@@ -99,63 +97,6 @@ class LoginThrottled(ReviewError):
     def __init__(self, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(429, f"Too many failed logins: try again in {self.retry_after} seconds.")
-
-
-class ReviewMetrics:
-    """Metrics on an injected ``CollectorRegistry``; queue gauges and store counters read at scrape."""
-
-    def __init__(self, registry: CollectorRegistry, store: ReviewStore) -> None:
-        self.registry = registry
-        self.reviews = Counter("loopline_review_reviews_total", "answers published", ["tier", "action"],
-                               registry=registry)
-        self.latency = Histogram("loopline_review_latency_seconds", "claim to answer", ["tier"], registry=registry,
-                                 buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
-        self.bad_records = Counter("loopline_review_bad_records_total", "undecodable records on review topics",
-                                   registry=registry)
-        self.logins = Counter("loopline_review_logins_total",
-                              "login attempts by method (form, basic) and outcome (success, failure, throttled)",
-                              ["method", "outcome"], registry=registry)
-        self.lockouts = Counter("loopline_review_lockouts_total",
-                                "failed-login locks started, by scope (account, address)", ["scope"], registry=registry)
-        self.second_opinions = Counter("loopline_review_second_opinions_total",
-                                       "analyst corrections of confident predictions sent to a senior for a second "
-                                       "opinion (LOOPLINE_REVIEW_CONFIRM_OVERRIDES_ABOVE)", registry=registry)
-        registry.register(_StoreCollector(store))
-
-
-class _StoreCollector:
-    def __init__(self, store: ReviewStore) -> None:
-        self.store = store
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        now = time.time()
-        stats = self.store.queue_stats(now)
-        late = self.store.past_due(now)
-        depth = GaugeMetricFamily("loopline_review_queue_depth", "tasks waiting (unleased)", labels=["tier"])
-        leased = GaugeMetricFamily("loopline_review_leased_tasks", "tasks under a lease", labels=["tier"])
-        oldest = GaugeMetricFamily("loopline_review_oldest_waiting_seconds", "age of the oldest waiting task",
-                                   labels=["tier"])
-        past_due = GaugeMetricFamily("loopline_review_tasks_past_due", "waiting (unleased) tasks past their due_by",
-                                     labels=["tier"])
-        for q in QUEUES:  # label tier: the worker's tier names (review, escalate), not the queue names
-            tier = TIER_OF_QUEUE[q]
-            depth.add_metric([tier], stats[q]["waiting"])
-            leased.add_metric([tier], stats[q]["leased"])
-            oldest.add_metric([tier], stats[q]["oldest_age_seconds"])
-            past_due.add_metric([tier], late[q])
-        yield from (depth, leased, oldest, past_due)
-        yield CounterMetricFamily("loopline_review_lease_expiries", "leases that expired unanswered",
-                                  value=self.store.counter("lease_expiries"))
-        dropped = CounterMetricFamily("loopline_review_dropped_tasks",
-                                      "tasks dropped by the store bounds (ttl, overflow) or retired when the "
-                                      "Kafka cluster was replaced (broker_gone)", labels=["reason"])
-        dropped.add_metric(["ttl"], self.store.counter("dropped_ttl"))
-        dropped.add_metric(["overflow"], self.store.counter("dropped_overflow"))
-        dropped.add_metric(["broker_gone"], self.store.counter("dropped_broker_gone"))
-        yield dropped
 
 
 def add_reviewer(store: ReviewStore, name: str, role: str, pii_clearance: bool, password: str,
@@ -402,23 +343,21 @@ class ReviewService:
             raise ReviewError(503, f"the answer could not be published, try again ({exc})") from None
         finally:
             self.store.end_answer(task_id, published)
-        if wire == "escalate":
-            self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], note, now),
-                                     int((now + self.settings.escalation_sla_seconds) * 1000),
-                                     self.settings.escalation_priority)
-        elif self.needs_second_opinion(task, queue, wire):
+        why = note if wire == "escalate" else None  # the escalation copy's note, when there is a copy
+        second_opinion = wire != "escalate" and self.needs_second_opinion(task, queue, wire)
+        if second_opinion:
             why = (f"second opinion: {reviewer['name']} corrected {predicted!r} at confidence "
                    f"{float(task['prediction']['confidence']):.2f} to {label!r}")
+            self.metrics.second_opinions.inc()
+        if wire == "escalate" or second_opinion:
             self.store.escalate_copy(task, now, escalation_context(task, reviewer["name"], why, now),
                                      int((now + self.settings.escalation_sla_seconds) * 1000),
                                      self.settings.escalation_priority)
-            self.metrics.second_opinions.inc()
         self.store.record_answer(task, wire, label, now)
         self.store.record_reviewer_answer(reviewer["name"], task, wire, label, now)
         self.metrics.reviews.labels(TIER_OF_QUEUE[queue], wire).inc()
         self.metrics.latency.labels(TIER_OF_QUEUE[queue]).observe(review_seconds)
         return correction
-
 
     def needs_second_opinion(self, task: dict, queue: str, wire: str) -> bool:
         """An analyst's correction of a confident prediction goes to a senior too (``confirm_overrides_above``).

@@ -28,6 +28,7 @@ from loopline.processors.learning.linear import LinearModel
 from loopline.processors.learning.window import argmax
 
 PIPELINES = ("logreg", "hoeffding", "arf")
+ADWIN_DELTA = 0.002  # the drift-aware learner's change detector (River's default confidence)
 
 
 class BinaryLogReg:
@@ -62,7 +63,7 @@ class BinaryLogReg:
         self.adapt = adapt
         self.fresh_min = fresh_min
         self.fresh_max = fresh_max
-        self._detector = drift.ADWIN(delta=0.002) if adapt else None
+        self._detector = drift.ADWIN(delta=ADWIN_DELTA) if adapt else None
         self._other: LinearModel | None = None  # the model not in use while two compete
         self._pair_n = 0
         self._loss: list[float] = []  # smoothed log-loss of (model, other) on the same examples
@@ -125,7 +126,7 @@ class BinaryLogReg:
             self.switches += 1
         if self._pair_n >= self.fresh_max:
             self._other = None
-            self._detector = drift.ADWIN(delta=0.002)
+            self._detector = drift.ADWIN(delta=ADWIN_DELTA)
 
 
 def best_f1_threshold(pairs, default: float = 0.5) -> float:

@@ -107,7 +107,8 @@ def svc(tmp_path):
     """The workbench's `svc` (tests/unit/test_review_workbench.py) on a fresh PostgreSQL database."""
     from prometheus_client import CollectorRegistry
 
-    from loopline.connectors.review.service import ReviewMetrics, ReviewService
+    from loopline.connectors.review.metrics import ReviewMetrics
+    from loopline.connectors.review.service import ReviewService
 
     path = tmp_path / "policy.toml"
     path.write_text(POLICY)

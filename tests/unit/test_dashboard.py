@@ -53,7 +53,7 @@ def sample_names(name: str, kind: str) -> set[str]:
 
 def instantiated_families() -> dict[str, str]:
     """name -> type of the metrics of the collectors that can be built here."""
-    from loopline.connectors.review.service import ReviewMetrics
+    from loopline.connectors.review.metrics import ReviewMetrics
     from loopline.connectors.review.store import ReviewStore
     from loopline.streams.lag import ConsumerLagCollector
     from loopline.streams.metrics import WorkerMetrics
@@ -225,7 +225,7 @@ def test_review_server_exports_past_due_tasks():
     """loopline_review_tasks_past_due counts waiting tasks whose due_by has passed, per queue."""
     import time
 
-    from loopline.connectors.review.service import ReviewMetrics
+    from loopline.connectors.review.metrics import ReviewMetrics
     from loopline.connectors.review.store import ReviewStore
 
     now = time.time()

@@ -42,7 +42,7 @@ def worker_text() -> str:
 
 @pytest.fixture(scope="module")
 def review_text() -> str:
-    from loopline.connectors.review.service import ReviewMetrics
+    from loopline.connectors.review.metrics import ReviewMetrics
     from loopline.connectors.review.store import ReviewStore
 
     registry = CollectorRegistry()

@@ -13,7 +13,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService
+from loopline.connectors.review.metrics import ReviewMetrics
+from loopline.connectors.review.service import ReviewError, ReviewService
 from loopline.connectors.review.settings import ReviewSettings
 from loopline.connectors.review.store import ReviewStore
 from tests.unit.test_review_store import NOW, task

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from loopline.connectors.review.service import ReviewError, ReviewMetrics, ReviewService, add_reviewer
+from loopline.connectors.review.metrics import ReviewMetrics
+from loopline.connectors.review.service import ReviewError, ReviewService, add_reviewer
 from loopline.connectors.review.settings import ReviewSettings
 from loopline.connectors.review.store import QueueFilter, ReviewStore
 
