@@ -20,6 +20,7 @@ from loopline.processors.feedback.join import FeedbackJoin
 from loopline.processors.routing.router import InputRecord, OutputRecord, dead_letter
 from loopline.processors.wire.names import TRAINING_EXAMPLE
 from loopline.processors.wire.serde import CORRECTION, REVIEW_TASK
+from loopline.streams import join_store
 from loopline.streams.acks import acked_on_success, withhold_unacked
 from loopline.streams.publish import PublishAbandoned
 
@@ -67,13 +68,17 @@ def register_feedback(worker, app: faust.App) -> None:
     names = s.topics
     # key_type bytes -> raw keys (the event_id); no value_type -> JSON values
     table_kw: dict[str, Any] = dict(key_type=bytes, value_type=None, partitions=s.partitions, use_partitioner=True)
+    on_disk = s.feedback_store == "rocksdb"
+    if on_disk:  # streams/join_store.py: keys filed under their changelog partition, fixed memory
+        join_store.register()
+        table_kw.update(store=join_store.URL, options=dict(join_store.OPTIONS))
     pending = app.Table("loopline-feedback-pending", default=None, **table_kw)
     waiting = app.Table("loopline-feedback-waiting", default=None, **table_kw)
     seen = app.Table("loopline-feedback-seen", default=None, **table_kw)
     worker.join = FeedbackJoin(StrKeys(pending), StrKeys(waiting), StrKeys(seen),
                                pending_ttl_ms=int(s.pending_ttl_seconds * 1000),
                                waiting_ttl_ms=int(s.waiting_ttl_seconds * 1000),
-                               max_entries=s.feedback_max_entries)
+                               max_entries=s.join_max_entries)
     kw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     source = app.topic(names.review_analyst, names.review_escalation, names.corrections, **kw)
     worker.t_out["training"] = app.topic(names.training, **kw)
@@ -88,6 +93,8 @@ def register_feedback(worker, app: faust.App) -> None:
                 withhold_unacked(app.consumer, {names.review_analyst, names.review_escalation, names.corrections})
                 return
 
+    next_sweep = [time.monotonic() + s.feedback_sweep_seconds]  # a state on disk is swept less often than it ticks
+
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:
         recovery = app.tables.recovery
@@ -97,14 +104,18 @@ def register_feedback(worker, app: faust.App) -> None:
             # the tail of every changelog after a crash. Apply them now; expire() then joins corrections
             # that waited for a task which was only in that tail instead of orphaning them.
             apply_active_changelog_tail(recovery)
-        out = worker.join.expire(int(time.time() * 1000))
+        now = time.monotonic()
+        sweep = not on_disk or now >= next_sweep[0]
+        if sweep:
+            next_sweep[0] = now + s.feedback_sweep_seconds
+        out = worker.join.expire(int(time.time() * 1000), sweep=sweep)
         worker.metrics.join_entries.labels("pending").set(len(pending))
         worker.metrics.join_entries.labels("waiting").set(len(waiting))
         worker.metrics.join_entries.labels("seen").set(len(seen))
         if out.evicted:
             worker.metrics.join_evicted.inc(out.evicted)
             log.warning("the correction join dropped %d entries over LOOPLINE_FEEDBACK_MAX_ENTRIES=%d",
-                        out.evicted, s.feedback_max_entries)
+                        out.evicted, s.join_max_entries)
         outputs = [OutputRecord("training", ex["model_name"].encode(), worker.serde.encode(TRAINING_EXAMPLE, ex))
                    for ex in out.examples]
         for (correction, why), src in zip(out.orphans, out.orphan_sources):

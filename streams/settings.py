@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(50, ge=1, le=5000, description="longest a fetch may wait for data (Faust hard-codes 1500 ms; the embedded broker holds a fetch that long even when data arrives)")
     pending_ttl_seconds: float = Field(7 * 86400, gt=0, description="how long a review task stays joinable with its corrections")
     waiting_ttl_seconds: float = Field(600, gt=0, description="how long a correction waits for its task before it is an orphan")
-    feedback_max_entries: int = Field(100_000, ge=0, description="cap on the correction join's pending review tasks, waiting event_ids and seen correction ids per worker, each (0: TTLs only); over it the entries closest to expiry go first and their answers become orphans (about 5 KB per pending task)")
+    feedback_store: str = Field("rocksdb", pattern="^(rocksdb|memory)$", description="where a worker keeps the correction join's state (review tasks waiting for answers, answers waiting for tasks, seen correction ids): rocksdb (on disk under data_dir, a few MB of memory whatever the traffic; the changelog topics stay the source of truth) or memory (about 5 KB per pending review task)")
+    feedback_max_entries: int | None = Field(None, ge=0, description="cap on the correction join's pending review tasks, waiting event_ids and seen correction ids per worker, each (0: TTLs only); over it the entries closest to expiry go first and their answers become orphans; unset = 1,000,000 with the rocksdb store (about 0.5 KB of disk per pending task), 100,000 in memory")
+    feedback_sweep_seconds: float = Field(600, gt=0, description="with the rocksdb join store: how often expired review tasks and seen ids are dropped and the cap applied (a scan of the state on disk); answers waiting for their task are checked every LOOPLINE_FEEDBACK_EXPIRY_INTERVAL_SECONDS either way")
     feedback_expiry_interval_seconds: float = Field(10, gt=0, description="how often expired join state is dropped and orphans published")
     decision_events: bool = Field(False, description="also publish one RoutingDecision per prediction, keyed by event_id, on the decision-events topic (partition_for(event_id)), for Kafka Connect, ksqlDB/Flink SQL and registry-aware tools; costs one Avro record per prediction")
     session_timeout_seconds: float = Field(6.0, gt=0, description="consumer-group session timeout (short rejoins fast on the embedded broker)")
@@ -165,6 +167,13 @@ class Settings(BaseSettings):
             raise ValueError(f"LOOPLINE_AGENTS: unknown agent {sorted(unknown)[0]!r} (choose from {choices})"
                              if unknown else f"LOOPLINE_AGENTS names no agent (choose from {choices})")
         return wanted
+
+    @property
+    def join_max_entries(self) -> int:
+        """``feedback_max_entries``, or the default of the join store in use."""
+        if self.feedback_max_entries is not None:
+            return self.feedback_max_entries
+        return 1_000_000 if self.feedback_store == "rocksdb" else 100_000
 
     @property
     def topics(self) -> TopicNames:

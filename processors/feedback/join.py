@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TIER_RANK = {"auto": 0, "review": 1, "escalate": 2}
+#: how many event_ids whose task the cap dropped are remembered, to name the cap in their late answers' orphan reason
+EVICTED_IDS_KEPT = 10_000
 
 
 def effective_label(answers: list[dict]) -> str | None:
@@ -161,12 +163,15 @@ class FeedbackJoin:
                 return False
         return None
 
-    def expire(self, now_ms: int) -> JoinOutput:
-        """Join waiting corrections whose task is pending now; drop expired state; expired waiting
-        corrections become orphans.
+    def expire(self, now_ms: int, sweep: bool = True) -> JoinOutput:
+        """Join waiting corrections whose task is pending now; expired waiting corrections become
+        orphans; with ``sweep``, also drop expired pending tasks and seen ids and apply the caps.
 
         A task can reach ``pending`` without passing :meth:`on_task` — restored from the changelog
         after a crash while its correction was already waiting — so each tick joins those first.
+        ``waiting`` is small (answers ahead of their task) and is scanned every call; ``pending``
+        and ``seen`` hold days of traffic, so a worker whose state is on disk sweeps them less often
+        than it ticks (an entry then outlives its TTL by at most one sweep interval).
         """
         out = JoinOutput()
         for event_id in [k for k in list(self.waiting.keys()) if k in self.pending]:
@@ -174,8 +179,9 @@ class FeedbackJoin:
             for item in self.waiting.pop(event_id) or []:
                 entry = self._join(entry, item["correction"], out)
             self.pending[event_id] = entry
-        for event_id in [k for k, v in list(self.pending.items()) if v["expires_at"] <= now_ms]:
-            del self.pending[event_id]
+        if sweep:
+            for event_id in [k for k, v in list(self.pending.items()) if v["expires_at"] <= now_ms]:
+                del self.pending[event_id]
         for event_id, items in list(self.waiting.items()):
             keep = []
             for item in items:
@@ -192,15 +198,7 @@ class FeedbackJoin:
                 del self.waiting[event_id]
             elif len(keep) != len(items):
                 self.waiting[event_id] = keep
-        for cid in [k for k, v in list(self.seen.items()) if _expiry(v) <= now_ms]:
-            del self.seen[cid]
         if self.max_entries:
-            dropped = self._cap(self.pending, lambda v: v["expires_at"])
-            for event_id in dropped:
-                self._evicted_ids[event_id] = None
-            while len(self._evicted_ids) > max(self.max_entries, 10_000):
-                del self._evicted_ids[next(iter(self._evicted_ids))]
-            out.evicted = len(dropped) + len(self._cap(self.seen, _expiry))
             for event_id in self._cap(self.waiting, lambda items: min(i["expires_at"] for i in items),
                                       drop=False):
                 for item in self.waiting.pop(event_id) or []:  # never silently: each becomes an orphan
@@ -208,6 +206,17 @@ class FeedbackJoin:
                                         "waiting for their task (LOOPLINE_FEEDBACK_MAX_ENTRIES); the oldest "
                                         "waiting ones are dead-lettered"))
                     out.orphan_sources.append(item.get("source"))
+        if not sweep:
+            return out
+        for cid in [k for k, v in list(self.seen.items()) if _expiry(v) <= now_ms]:
+            del self.seen[cid]
+        if self.max_entries:
+            dropped = self._cap(self.pending, lambda v: v["expires_at"])
+            for event_id in dropped:
+                self._evicted_ids[event_id] = None
+            while len(self._evicted_ids) > EVICTED_IDS_KEPT:
+                del self._evicted_ids[next(iter(self._evicted_ids))]
+            out.evicted = len(dropped) + len(self._cap(self.seen, _expiry))
         return out
 
     def _cap(self, table: MutableMapping, expires_at: Callable[[Any], int], drop: bool = True) -> list[str]:

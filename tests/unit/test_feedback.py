@@ -162,3 +162,15 @@ def test_a_replay_of_the_same_record_re_emits_its_example_and_a_copy_in_another_
     j.seen["old"] = 5  # an entry saved by an earlier version (expiry only) still expires
     j.expire(10_000_000)
     assert not j.seen
+
+
+def test_between_sweeps_answers_still_orphan_on_time_and_tasks_outlive_their_ttl_until_the_sweep():
+    j, t, early = join(), task(1), task(2)
+    j.on_task(early, 1000)
+    j.on_correction(corr(t, "c1"), 2000)  # its task never comes
+    out = j.expire(7_000, sweep=False)  # a tick of a worker whose state is on disk
+    assert [c["correction_id"] for c, _ in out.orphans] == ["c1"]  # waiting answers: every tick
+    j.expire(12_000, sweep=False)
+    assert early["event_id"] in j.pending  # expired, kept until the next sweep
+    j.expire(12_000, sweep=True)
+    assert early["event_id"] not in j.pending
