@@ -112,6 +112,9 @@ def register_feedback(worker, app: faust.App) -> None:
         worker.metrics.join_entries.labels("pending").set(len(pending))
         worker.metrics.join_entries.labels("waiting").set(len(waiting))
         worker.metrics.join_entries.labels("seen").set(len(seen))
+        if on_disk:
+            for state, table in (("pending", pending), ("waiting", waiting), ("seen", seen)):
+                worker.metrics.join_bytes.labels(state).set(join_store.bytes_used(table.data))
         if out.evicted:
             worker.metrics.join_evicted.inc(out.evicted)
             log.warning("the correction join dropped %d entries over LOOPLINE_FEEDBACK_MAX_ENTRIES=%d",

@@ -91,6 +91,14 @@ class JoinStore(faust_rocksdb.Store):
         return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in self._dbs_for_actives())
 
 
+def bytes_used(store: Any) -> int:
+    """Bytes of ``store``'s active partitions: files on disk and write buffers (0 for another kind of store)."""
+    if not isinstance(store, JoinStore):
+        return 0
+    return sum(int(db.property_int_value(prop) or 0) for db in store._dbs_for_actives()
+               for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"))
+
+
 def register() -> None:
     """Make ``loopline-rocksdb://`` a Faust store URL (idempotent)."""
     stores.STORES.aliases.setdefault(SCHEME, f"{__name__}:JoinStore")

@@ -133,6 +133,9 @@ class WorkerMetrics:
                                   "Entries in the correction join's state on this worker, by state: pending "
                                   "(review tasks), waiting (event_ids with corrections before their task), seen "
                                   "(correction ids kept for deduplication).", ["state"], registry=r)
+        self.join_bytes = Gauge("loopline_feedback_join_bytes",
+                                "Bytes the correction join's state takes on this worker's disk (RocksDB files and "
+                                "write buffers; LOOPLINE_FEEDBACK_STORE=rocksdb only), by state.", ["state"], registry=r)
         self.join_evicted = Counter("loopline_feedback_join_evicted_total",
                                     "Join entries dropped before their TTL by LOOPLINE_FEEDBACK_MAX_ENTRIES.",
                                     registry=r)

@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true")
     be.add_argument("--json", action="store_true", help="print one JSON object per row instead of the table")
     be.add_argument("--broker-port", type=int, default=0, help="port of the bench's embedded broker (0: a free one)")
+    be.add_argument("--trial-seconds", type=float, default=60.0,
+                    help="length of each paced trial of the deployment rows (--quick: 15)")
+    be.add_argument("--answer-share", type=float, default=0.10,
+                    help="share of review tasks the simulated reviewers answer in the default-deployment row")
     be.set_defaults(func=cmd_bench)
     from loopline.connectors.audit.cli import add_audit_commands
     from loopline.connectors.cli.drift import add_drift_commands

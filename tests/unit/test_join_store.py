@@ -54,3 +54,20 @@ def test_a_database_left_by_an_earlier_run_is_not_reused(tmp_path):
     assert not path.exists()
     again._db_for_partition(0)
     assert again._get(b"old") is None
+
+
+def test_bytes_used_counts_the_files_and_buffers_of_active_partitions_only(tmp_path):
+    store = _table(tmp_path).data
+    assert join_store.bytes_used(store) == 0  # nothing assigned yet
+    assert join_store.bytes_used(object()) == 0  # the in-memory store: not measured
+    store._db_for_partition(0).put(b"k", b"x" * 10_000)
+
+    class Assignor:  # partition 0 active, as after an assignment
+        @staticmethod
+        def assigned_actives():
+            from faust.types import TP
+
+            return {TP(store.table.changelog_topic_name, 0)}
+
+    store.app.assignor = Assignor()
+    assert join_store.bytes_used(store) >= 10_000
