@@ -12,7 +12,10 @@ Each membership change re-runs recovery for partitions a worker keeps, so the
 surviving workers crashed on every scale or kill episode.
 
 What Faust compares is, with Loopline's ``memory://`` store, never a value
-from disk (the memory store's ``persisted_offset`` is always ``None``): it is
+from disk (the memory store's ``persisted_offset`` is always ``None``; the
+correction join's RocksDB store, ``streams/join_store.py``, removes its
+databases when the worker starts, so its persisted offsets too were written by
+this process while it applied the changelog): it is
 the offset of the last changelog record *this process applied* to its table
 for a partition it kept across the rebalance (a partition that moves away is
 forgotten by ``Recovery.revoke`` and, when it comes back, is read from the
