@@ -93,7 +93,9 @@ def register_feedback(worker, app: faust.App) -> None:
                 withhold_unacked(app.consumer, {names.review_analyst, names.review_escalation, names.corrections})
                 return
 
-    next_sweep = [time.monotonic() + s.feedback_sweep_seconds]  # a state on disk is swept less often than it ticks
+    # a state on disk is swept less often than it ticks, and at least ten times per task TTL
+    sweep_every = max(s.feedback_expiry_interval_seconds, min(s.feedback_sweep_seconds, s.pending_ttl_seconds / 10))
+    next_sweep = [time.monotonic() + sweep_every]
 
     @app.timer(interval=s.feedback_expiry_interval_seconds)
     async def expire_join_state() -> None:
@@ -104,11 +106,15 @@ def register_feedback(worker, app: faust.App) -> None:
             # the tail of every changelog after a crash. Apply them now; expire() then joins corrections
             # that waited for a task which was only in that tail instead of orphaning them.
             apply_active_changelog_tail(recovery)
-        now = time.monotonic()
-        sweep = not on_disk or now >= next_sweep[0]
-        if sweep:
-            next_sweep[0] = now + s.feedback_sweep_seconds
-        out = worker.join.expire(int(time.time() * 1000), sweep=sweep)
+        now_ms = int(time.time() * 1000)
+        out = worker.join.expire(now_ms, sweep=not on_disk)
+        if on_disk and time.monotonic() >= next_sweep[0]:  # chunked, so a large state never stalls the loop
+            for table in (pending, seen):
+                _, dropped = await join_store.sweep(table, now_ms, s.join_max_entries)
+                out.evicted += len(dropped)
+                if table is pending:
+                    worker.join.remember_evicted([k.decode() for k in dropped])
+            next_sweep[0] = time.monotonic() + sweep_every
         worker.metrics.join_entries.labels("pending").set(len(pending))
         worker.metrics.join_entries.labels("waiting").set(len(waiting))
         worker.metrics.join_entries.labels("seen").set(len(seen))

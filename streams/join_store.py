@@ -17,11 +17,14 @@ keys uses RocksDB's estimate instead of a scan.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka.partitioner import murmur2
 from faust import stores
 from faust.stores import rocksdb as faust_rocksdb
@@ -89,6 +92,78 @@ class JoinStore(faust_rocksdb.Store):
     def _size(self) -> int:
         """RocksDB's estimate of the keys in the active partitions (exact enough for caps and gauges)."""
         return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in self._dbs_for_actives())
+
+
+def expiry_of(value: bytes) -> int:
+    """``expires_at`` of a stored join value without decoding a whole pending task.
+
+    A pending entry is a JSON object whose last key is ``expires_at`` (Faust writes keys in insertion
+    order; the join builds entries as task, answers, expires_at); a seen entry is ``expires_at`` or
+    ``[expires_at, topic, partition, offset]``; anything else is decoded in full.
+
+    >>> expiry_of(b'{"task": {"x": {"expires_at": 1}}, "answers": [], "expires_at": 1700}')
+    1700
+    >>> expiry_of(b"1800"), expiry_of(b'[1900, "loopline.corrections", 0, 5]'), expiry_of(b'{"expires_at": 5, "a": 1}')
+    (1800, 1900, 5)
+    """
+    i = value.rfind(b'"expires_at":')
+    if i >= 0 and value.endswith(b"}"):
+        tail = value[i + 13:-1].strip()
+        if tail.isdigit():
+            return int(tail)
+    v = json.loads(value)
+    if isinstance(v, dict):
+        return int(v["expires_at"])
+    return int(v[0]) if isinstance(v, list) else int(v)
+
+
+async def sweep(table: Any, now_ms: int, cap: int, chunk: int = 5000) -> tuple[int, list[bytes]]:
+    """Drop ``table``'s expired entries and, over ``cap``, the ones closest to expiry down to 90% of it.
+
+    The scan reads the active partitions' databases directly and yields to the event loop every
+    ``chunk`` entries, so a state of millions of entries never stalls the worker (heartbeats, the
+    route agent); deletes go through the table, so each one reaches the changelog. Returns (expired
+    count, keys dropped by the cap).
+    """
+    store = table.data
+    expired: list[bytes] = []
+    live: list[int] = []  # expiries of the entries kept (8 bytes each), for the cap's cutoff
+    seen = 0
+    for db in list(store._dbs_for_actives()):
+        for key, value in db.items():
+            if key == store.offset_key:
+                continue
+            at = expiry_of(value)
+            if at <= now_ms:
+                expired.append(key)
+            elif cap:
+                live.append(at)
+            seen += 1
+            if seen % chunk == 0:
+                await asyncio.sleep(0)
+    for i, key in enumerate(expired, 1):
+        del table[key]
+        if i % chunk == 0:
+            await asyncio.sleep(0)
+    dropped: list[bytes] = []
+    if cap and len(live) > cap:
+        keep = int(cap * 0.9)
+        expiries = np.array(live, dtype=np.int64)
+        cutoff = int(np.partition(expiries, len(live) - keep)[len(live) - keep])  # the oldest kept
+        ties = len(live) - keep - int(np.count_nonzero(expiries < cutoff))  # a batch's tasks share an expiry
+        for db in list(store._dbs_for_actives()):
+            for n, (key, value) in enumerate(db.items(), 1):
+                at = expiry_of(value) if key != store.offset_key else 0
+                if now_ms < at < cutoff or (at == cutoff and ties > 0):
+                    dropped.append(key)
+                    ties -= at == cutoff
+                if n % chunk == 0:
+                    await asyncio.sleep(0)
+        for i, key in enumerate(dropped, 1):
+            del table[key]
+            if i % chunk == 0:
+                await asyncio.sleep(0)
+    return len(expired), dropped
 
 
 def bytes_used(store: Any) -> int:

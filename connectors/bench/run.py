@@ -198,6 +198,9 @@ def _rss(s: Settings, serde: AvroSerde, n: int, tmp: Path) -> dict:
 
 
 def run_bench(args) -> int:
+    def say(line: str) -> None:  # progress; with --json it goes to stderr so stdout is the rows alone
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     n = 50_000 if args.quick else args.events
     parts = args.partitions
     out = Path("out/bench")
@@ -208,7 +211,7 @@ def run_bench(args) -> int:
     rows: dict[str, dict] = {}
     with EmbeddedBroker(port=args.broker_port, log_path=out / "broker.log") as broker:
         b = broker.bootstrap
-        print(f"[bench] embedded broker {b}; preparing {n:,} events ...", flush=True)
+        say(f"[bench] embedded broker {b}; preparing {n:,} events ...")
         events = _events(n)
         single = _settings(b, "single", parts, tmp)
         batched = _settings(b, "batched", parts, tmp)
@@ -236,10 +239,10 @@ def run_bench(args) -> int:
             plan.append(("Loopline, batched, produced live, 2 workers",
                          lambda: _worker_row(live2, serde, n, tmp, workers=2, events=events)))
         for name, fn in plan:
-            print(f"[bench] {name} ...", flush=True)
+            say(f"[bench] {name} ...")
             rows[name] = fn() or {"error": "no result"}
             r = rows[name]
-            print(f"        {r.get('rate', 0):,.0f}/s" if "rate" in r else f"        {r['error']}", flush=True)
+            say(f"        {r.get('rate', 0):,.0f}/s" if "rate" in r else f"        {r['error']}")
         full = rows[ROUTE_ONLY].get("rate")
         extra: dict = {}
         seconds = 15.0 if args.quick else args.trial_seconds
@@ -249,15 +252,16 @@ def run_bench(args) -> int:
             ("route only, 2 workers, paced (sustained)", Deployment("route2", workers=2), (full or 20_000) * 0.8),
         ]
         for name, dep, first in paced:
-            print(f"[bench] {name}: paced {seconds:.0f} s trials ...", flush=True)
-            rows[name] = sustained(dep, b, first, seconds, tmp, serde, parts, max_trials=3 if args.quick else 6)
+            say(f"[bench] {name}: paced {seconds:.0f} s trials ...")
+            rows[name] = sustained(dep, b, first, seconds, tmp, serde, parts, max_trials=3 if args.quick else 6,
+                                   progress=say)
         default_rate = rows[DEFAULT_ROW].get("rate")
         if default_rate:
-            print("[bench] latency at 50% of the default deployment's sustained rate ...", flush=True)
+            say("[bench] latency at 50% of the default deployment's sustained rate ...")
             extra["latency"] = trial(paced[0][1], b, default_rate * 0.5, seconds, tmp, serde, parts)
         if not args.quick:
             for agents in ("route", DEFAULT_AGENTS):
-                print(f"[bench] RSS of a worker running {agents} after 100k and 1M predictions ...", flush=True)
+                say(f"[bench] RSS of a worker running {agents} after 100k and 1M predictions ...")
                 extra.setdefault("rss", {})[agents] = _rss(_settings(b, f"rss{len(agents)}", parts, tmp, agents),
                                                            serde, 1_000_000, tmp)
     if args.json:

@@ -170,8 +170,9 @@ class FeedbackJoin:
         A task can reach ``pending`` without passing :meth:`on_task` — restored from the changelog
         after a crash while its correction was already waiting — so each tick joins those first.
         ``waiting`` is small (answers ahead of their task) and is scanned every call; ``pending``
-        and ``seen`` hold days of traffic, so a worker whose state is on disk sweeps them less often
-        than it ticks (an entry then outlives its TTL by at most one sweep interval).
+        and ``seen`` hold days of traffic: a worker whose state is on disk passes ``sweep=False``
+        and sweeps them in chunks, less often than it ticks (``streams/join_store.sweep``; an entry
+        then outlives its TTL by at most one sweep interval).
         """
         out = JoinOutput()
         for event_id in [k for k in list(self.waiting.keys()) if k in self.pending]:
@@ -212,12 +213,17 @@ class FeedbackJoin:
             del self.seen[cid]
         if self.max_entries:
             dropped = self._cap(self.pending, lambda v: v["expires_at"])
-            for event_id in dropped:
-                self._evicted_ids[event_id] = None
-            while len(self._evicted_ids) > EVICTED_IDS_KEPT:
-                del self._evicted_ids[next(iter(self._evicted_ids))]
+            self.remember_evicted(dropped)
             out.evicted = len(dropped) + len(self._cap(self.seen, _expiry))
         return out
+
+    def remember_evicted(self, event_ids: list[str]) -> None:
+        """Note tasks the cap dropped (by :meth:`expire` or a sweep of the state elsewhere), so their late
+        answers' orphan reason names the cap (the newest ``EVICTED_IDS_KEPT`` are kept)."""
+        for event_id in event_ids:
+            self._evicted_ids[event_id] = None
+        while len(self._evicted_ids) > EVICTED_IDS_KEPT:
+            del self._evicted_ids[next(iter(self._evicted_ids))]
 
     def _cap(self, table: MutableMapping, expires_at: Callable[[Any], int], drop: bool = True) -> list[str]:
         """The keys of ``table`` closest to expiry beyond 90% of ``max_entries`` once it is over the cap

@@ -71,3 +71,48 @@ def test_bytes_used_counts_the_files_and_buffers_of_active_partitions_only(tmp_p
 
     store.app.assignor = Assignor()
     assert join_store.bytes_used(store) >= 10_000
+
+
+class _Table:
+    """What the sweep needs of a Faust table: its store, and ``del`` (which in a worker also writes the changelog)."""
+
+    def __init__(self, store) -> None:
+        self.data, self.deleted = store, []
+
+    def __delitem__(self, key: bytes) -> None:
+        self.deleted.append(key)
+        self.data._del(key)
+
+
+def _actives(store, partitions):
+    class Assignor:
+        @staticmethod
+        def assigned_actives():
+            from faust.types import TP
+
+            return {TP(store.table.changelog_topic_name, p) for p in partitions}
+
+    store.app.assignor = Assignor()
+
+
+def test_a_sweep_drops_expired_entries_then_the_closest_to_expiry_over_the_cap_in_chunks(tmp_path):
+    import asyncio
+    import json
+
+    store = _table(tmp_path).data
+    for p in range(4):
+        store._db_for_partition(p)
+    _actives(store, range(4))
+    task = {"event_id": "x", "prediction": {"features_numeric": {"expires_at": 1}}}  # a producer's own key
+    for i in range(30):  # 5 expired (at <= 1000), then 25 live: twenty share 2000 (one batch), then 2001..2005
+        at = 500 + i if i < 5 else 2000 if i < 25 else 2001 + i - 25
+        k = f"ev-{i}".encode()
+        store._db_for_partition(join_store.partition_of(k, 4)).put(
+            k, json.dumps({"task": task, "answers": [], "expires_at": at}).encode())
+    t = _Table(store)
+    expired, dropped = asyncio.run(join_store.sweep(t, now_ms=1000, cap=10, chunk=3))
+    assert expired == 5 and sorted(t.deleted[:5]) == sorted(f"ev-{i}".encode() for i in range(5))
+    assert len(dropped) == 16  # 25 live -> 9 kept (90% of 10), though the cutoff falls inside one batch
+    assert set(dropped) <= {f"ev-{i}".encode() for i in range(5, 25)}  # only from the oldest batch
+    left = {k for db in store._dbs.values() for k in db.keys()}
+    assert len(left) == 9 and left >= {f"ev-{i}".encode() for i in range(25, 30)}  # the newer ones all kept
