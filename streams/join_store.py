@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ async def sweep(table: Any, now_ms: int, cap: int, chunk: int = 5000) -> tuple[i
     """
     store = table.data
     expired: list[bytes] = []
-    live: list[int] = []  # expiries of the entries kept (8 bytes each), for the cap's cutoff
+    live = array("q")  # expiries of the entries kept (8 bytes each), for the cap's cutoff
     seen = 0
     for db in list(store._dbs_for_actives()):
         for key, value in db.items():
@@ -141,14 +142,11 @@ async def sweep(table: Any, now_ms: int, cap: int, chunk: int = 5000) -> tuple[i
             seen += 1
             if seen % chunk == 0:
                 await asyncio.sleep(0)
-    for i, key in enumerate(expired, 1):
-        del table[key]
-        if i % chunk == 0:
-            await asyncio.sleep(0)
+    await _delete(table, expired, chunk)
     dropped: list[bytes] = []
     if cap and len(live) > cap:
         keep = int(cap * 0.9)
-        expiries = np.array(live, dtype=np.int64)
+        expiries = np.frombuffer(live, dtype=np.int64)
         cutoff = int(np.partition(expiries, len(live) - keep)[len(live) - keep])  # the oldest kept
         ties = len(live) - keep - int(np.count_nonzero(expiries < cutoff))  # a batch's tasks share an expiry
         for db in list(store._dbs_for_actives()):
@@ -159,11 +157,19 @@ async def sweep(table: Any, now_ms: int, cap: int, chunk: int = 5000) -> tuple[i
                     ties -= at == cutoff
                 if n % chunk == 0:
                     await asyncio.sleep(0)
-        for i, key in enumerate(dropped, 1):
-            del table[key]
-            if i % chunk == 0:
-                await asyncio.sleep(0)
+        await _delete(table, dropped, chunk)
     return len(expired), dropped
+
+
+async def _delete(table: Any, keys: list[bytes], chunk: int) -> None:
+    """``del table[key]`` (store and changelog) for each key whose partition is still this worker's: a
+    rebalance during a sweep must not write tombstones for keys another worker now owns."""
+    store = table.data
+    for i, key in enumerate(keys, 1):
+        if store._partition(key) in store._dbs:
+            del table[key]
+        if i % chunk == 0:
+            await asyncio.sleep(0)
 
 
 def bytes_used(store: Any) -> int:

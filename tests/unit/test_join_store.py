@@ -116,3 +116,17 @@ def test_a_sweep_drops_expired_entries_then_the_closest_to_expiry_over_the_cap_i
     assert set(dropped) <= {f"ev-{i}".encode() for i in range(5, 25)}  # only from the oldest batch
     left = {k for db in store._dbs.values() for k in db.keys()}
     assert len(left) == 9 and left >= {f"ev-{i}".encode() for i in range(25, 30)}  # the newer ones all kept
+
+
+def test_a_sweep_writes_no_tombstone_for_a_key_whose_partition_moved_away(tmp_path):
+    import asyncio
+
+    store = _table(tmp_path).data
+    for p in range(4):
+        store._db_for_partition(p)
+    keys = [f"ev-{i}".encode() for i in range(40)]
+    gone = join_store.partition_of(keys[0], 4)
+    store._dbs.pop(gone)  # revoked by a rebalance while the sweep was running
+    t = _Table(store)
+    asyncio.run(join_store._delete(t, keys, chunk=7))
+    assert t.deleted == [k for k in keys if join_store.partition_of(k, 4) != gone]
