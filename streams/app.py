@@ -66,11 +66,11 @@ class CompositeInsights:
     def __init__(self, providers: list) -> None:
         self.providers = providers
 
-    def insights(self, event: dict, tier: str, reason: str) -> dict:
+    def insights(self, event: dict, tier: str, reason: str, override_risk: float | None = None) -> dict:
         out: dict = {}
         for p in self.providers:
             try:
-                out.update(p.insights(event, tier, reason))
+                out.update(p.insights(event, tier, reason, override_risk))
             except Exception:
                 log.exception("insights provider %r failed", p)
         return out

@@ -98,12 +98,18 @@ class RiskScorer:
     def _online(self, model: str) -> _Slot | None:
         return self.slots.get((model, "champion")) or self.slots.get((model, "challenger"))
 
-    def insights(self, event: dict, tier: str, reason: str) -> dict:
-        """override_risk, online_prediction and top_contributions for a review task (empty without models)."""
+    def insights(self, event: dict, tier: str, reason: str, override_risk: float | None = None) -> dict:
+        """override_risk, online_prediction and top_contributions for a review task (empty without models).
+
+        ``override_risk``: the router's score of this event from :meth:`score_frame` (the same model, one
+        frame at a time), used as is instead of scoring the event again.
+        """
         out: dict = {}
         model = event["model_name"]
         risk = self.slots.get((model, "override_risk"))
-        if risk is not None and risk.export is not None:
+        if override_risk is not None:
+            out["override_risk"] = override_risk
+        elif risk is not None and risk.export is not None:
             xr = risk_features(event)
             row = np.array([float(xr.get(n, 0.0)) for n in risk.export.names])
             out["override_risk"] = float(risk.export.predict_proba(row.reshape(1, -1))[0])

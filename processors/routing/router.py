@@ -123,7 +123,10 @@ class Server(Protocol):
 
 
 class InsightsProvider(Protocol):
-    def insights(self, event: dict, tier: str, reason: str) -> dict: ...
+    def insights(self, event: dict, tier: str, reason: str, override_risk: float | None = None) -> dict:
+        """Extra review-task insights for ``event``; ``override_risk`` is the router's score of it when the
+        router has one (computed for the whole frame), so a provider need not score the event again."""
+        ...
 
 
 def dead_letter(rec: InputRecord, exc: LooplineError | Exception, value: bytes | None = None,
@@ -351,7 +354,7 @@ class Router:
         insights = {"confidence": ev["confidence"], "rule": reason, "override_risk": override_risk,
                     "drift_status": None, "online_prediction": None, "top_contributions": []}
         if self.insights is not None:
-            insights.update(self.insights.insights(ev, tier, reason))
+            insights.update(self.insights.insights(ev, tier, reason, override_risk))
         task = {
             "task_id": f"{ev['event_id']}:{tier}", "event_id": ev["event_id"], "model_name": ev["model_name"],
             "model_version": ev["model_version"], "tier": tier, "priority": int(d.priority[i]), "reason": reason,

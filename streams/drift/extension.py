@@ -81,7 +81,7 @@ class DriftInsights:
     def __init__(self, board: DriftBoard) -> None:
         self.board = board
 
-    def insights(self, event: dict, tier: str, reason: str) -> dict:
+    def insights(self, event: dict, tier: str, reason: str, override_risk: float | None = None) -> dict:
         return {"drift_status": self.board.status(event["model_name"])}
 
 

@@ -68,6 +68,10 @@ def test_insights_fit_the_review_insights_schema(trained):
     assert len(ins["top_contributions"]) == 3
     mags = [abs(c["contribution"]) for c in ins["top_contributions"]]
     assert mags == sorted(mags, reverse=True)
+    # the router's frame score of the same event is the same number, and is used as is when passed
+    frame = frames_from_events(events[:1])[0]
+    assert scorer.score_frame(frame)[0] == pytest.approx(ins["override_risk"])
+    assert scorer.insights(events[0], "review", "low_confidence", override_risk=0.25)["override_risk"] == 0.25
     serde = AvroSerde(SchemaCatalogue.load())
     record = {"confidence": 0.7, "rule": "low_confidence", "drift_status": None, **ins}
     name, back = serde.decode(serde.encode("io.loopline.ReviewInsights", record))
