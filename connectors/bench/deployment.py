@@ -47,8 +47,9 @@ class Deployment:
     answer_share: float = 0.0  # share of review tasks the simulated team answers
 
 
-def _events(n: int, seed: int) -> list[dict]:
-    evs = make_events(n, seed=seed)
+def bench_events(n: int, seed: int, start_ms: int | None = None) -> list[dict]:
+    """The bench's predictions: ``make_events`` with ~85% of confidences in the auto tier."""
+    evs = make_events(n, seed=seed, start_ms=start_ms)
     rnd = np.random.default_rng(seed)
     conf = np.where(rnd.random(n) < 0.85, 0.9 + 0.1 * rnd.random(n), 0.5 + 0.4 * rnd.random(n))
     for e, c in zip(evs, conf.tolist()):  # ~85% auto-approved, like the demo's traffic
@@ -136,7 +137,7 @@ def trial(d: Deployment, bootstrap: str, rate: float, seconds: float, tmp: Path,
     for p in procs:
         p.settings.data_dir.mkdir(parents=True, exist_ok=True)
     n = int(rate * seconds)
-    events = _events(n, seed)
+    events = bench_events(n, seed)
     reviewers = _Reviewers(base, serde, d.answer_share) if d.answer_share > 0 else None
     sent = [0]
     decided: list[tuple[float, int]] = []  # (monotonic time, decisions so far)

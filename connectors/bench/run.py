@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from loopline.connectors.bench.deployment import DEFAULT_AGENTS, Deployment, sustained, trial
+from loopline.connectors.bench.deployment import DEFAULT_AGENTS, Deployment, bench_events, sustained, trial
 from loopline.connectors.broker import EmbeddedBroker, create_topics, free_port
 from loopline.connectors.processes import WorkerProcess
 from loopline.connectors.producer import PredictionProducer
-from loopline.processors.testing import make_events
 from loopline.processors.wire.catalogue import SchemaCatalogue, schema_dir
 from loopline.processors.wire.serde import DECISION_BATCH, AvroSerde
 from loopline.streams.kafka_security import client_config
@@ -42,12 +41,7 @@ QUIX_VENV = Path(os.environ.get("LOOPLINE_QUIX_VENV", ".venv-quix"))  # a separa
 
 
 def _events(n: int, seed: int = 7) -> list[dict]:
-    evs = make_events(n, seed=seed, start_ms=int(time.time() * 1000) - 60_000)
-    rnd = np.random.default_rng(seed)
-    conf = np.where(rnd.random(n) < 0.85, 0.9 + 0.1 * rnd.random(n), 0.5 + 0.4 * rnd.random(n))
-    for e, c in zip(evs, conf.tolist()):  # ~85% auto-approved, like the demo's traffic
-        e["confidence"] = c
-    return evs
+    return bench_events(n, seed, start_ms=int(time.time() * 1000) - 60_000)
 
 
 def _settings(bootstrap: str, ns: str, partitions: int, tmp: Path, agents: str = "route") -> Settings:
